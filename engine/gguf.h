@@ -1,0 +1,140 @@
+// GGUF files (versions 2 and 3): memory-mapped, fully validated on open.
+//
+// Every count, length, offset and size read from the file is checked against the file size
+// with overflow-safe arithmetic before use. A malformed file throws GgufError whose message
+// names the file, the field and the byte offset; nothing is read out of bounds.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "cpu/quant_types.h"
+
+namespace tandem {
+
+class GgufError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Value type ids as stored in the file.
+enum class GgufValueType : uint32_t {
+  UINT8 = 0,
+  INT8 = 1,
+  UINT16 = 2,
+  INT16 = 3,
+  UINT32 = 4,
+  INT32 = 5,
+  FLOAT32 = 6,
+  BOOL = 7,
+  STRING = 8,
+  ARRAY = 9,
+  UINT64 = 10,
+  INT64 = 11,
+  FLOAT64 = 12,
+};
+
+std::string_view gguf_value_type_name(GgufValueType type);
+
+// One metadata value. Integers of every width are held in `int_value` (uint64 values above
+// INT64_MAX keep their bit pattern), floats in `float_value`. An array keeps its element type
+// and its elements in the vector matching that type; nested arrays go to `array_items`.
+struct GgufValue {
+  GgufValueType type = GgufValueType::UINT8;
+  int64_t int_value = 0;
+  double float_value = 0.0;
+  bool bool_value = false;
+  std::string string_value;
+
+  GgufValueType array_type = GgufValueType::UINT8;
+  std::vector<int64_t> array_ints;       // integer and bool arrays
+  std::vector<double> array_floats;      // float arrays
+  std::vector<std::string> array_strings;
+  std::vector<GgufValue> array_items;    // arrays of arrays
+  uint64_t array_size = 0;
+
+  bool is_integer() const;
+  bool is_float() const;
+  bool is_array() const { return type == GgufValueType::ARRAY; }
+  // Short human-readable rendering (arrays are summarised).
+  std::string to_string() const;
+};
+
+// A tensor inside the mapping. ne[0] is the innermost (contiguous) dimension, as in ggml.
+struct TensorView {
+  std::string name;
+  GgmlType type = GgmlType::F32;
+  int n_dims = 0;
+  int64_t ne[4] = {1, 1, 1, 1};
+  const uint8_t* data = nullptr;
+  uint64_t offset = 0;   // from the start of the file
+  uint64_t n_bytes = 0;
+
+  int64_t n_elements() const { return ne[0] * ne[1] * ne[2] * ne[3]; }
+  // Bytes of one row of ne[0] elements.
+  int64_t row_stride() const { return tandem::row_bytes(type, ne[0]); }
+  std::string shape_string() const;  // "[2048, 768, 64]"
+};
+
+class GgufFile {
+ public:
+  // Maps and validates the file; throws GgufError naming what is wrong.
+  static std::unique_ptr<GgufFile> open(const std::string& path);
+  ~GgufFile();
+  GgufFile(const GgufFile&) = delete;
+  GgufFile& operator=(const GgufFile&) = delete;
+
+  const std::string& path() const { return path_; }
+  uint32_t version() const { return version_; }
+  uint64_t file_size() const { return size_; }
+  uint64_t alignment() const { return alignment_; }
+  uint64_t data_offset() const { return data_offset_; }
+  const uint8_t* mapping() const { return base_; }
+
+  const std::map<std::string, GgufValue>& metadata() const { return metadata_; }
+  // Keys in file order (for printing).
+  const std::vector<std::string>& metadata_keys() const { return metadata_order_; }
+  const GgufValue* find(std::string_view key) const;
+  bool has(std::string_view key) const { return find(key) != nullptr; }
+
+  // Typed getters. The plain forms throw GgufError when the key is missing or has the wrong
+  // type; the forms with a fallback return it when the key is missing (wrong type still throws).
+  int64_t get_int(std::string_view key) const;
+  int64_t get_int(std::string_view key, int64_t fallback) const;
+  double get_float(std::string_view key) const;  // accepts integer values too
+  double get_float(std::string_view key, double fallback) const;
+  bool get_bool(std::string_view key, bool fallback) const;
+  std::string get_string(std::string_view key) const;
+  std::string get_string(std::string_view key, std::string_view fallback) const;
+  const std::vector<std::string>& get_string_array(std::string_view key) const;
+  const std::vector<int64_t>& get_int_array(std::string_view key) const;
+  const std::vector<double>& get_float_array(std::string_view key) const;
+
+  std::string architecture() const { return get_string("general.architecture"); }
+
+  const std::vector<TensorView>& tensors() const { return tensors_; }
+  const TensorView* find_tensor(std::string_view name) const;
+
+ private:
+  GgufFile() = default;
+  void parse();
+
+  std::string path_;
+  int fd_ = -1;
+  const uint8_t* base_ = nullptr;
+  uint64_t size_ = 0;
+  uint32_t version_ = 0;
+  uint64_t alignment_ = 32;
+  uint64_t data_offset_ = 0;
+  std::map<std::string, GgufValue> metadata_;
+  std::vector<std::string> metadata_order_;
+  std::vector<TensorView> tensors_;
+  std::map<std::string, size_t, std::less<>> tensor_index_;
+};
+
+}  // namespace tandem

@@ -1,0 +1,10 @@
+// Placeholder: replaced by the real command when its component lands.
+#include <stdexcept>
+
+#include "server/commands.h"
+
+namespace tandem {
+
+int cmd_plan(const Args&) { throw std::runtime_error("'plan' is not available in this build yet"); }
+
+}  // namespace tandem

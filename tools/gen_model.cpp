@@ -1,0 +1,1 @@
+// Synthetic GGUF model writer (gen-model). Placeholder until it lands.
