@@ -1,0 +1,58 @@
+// The inference engine: runs forward steps of a loaded model over a batch of tokens that may
+// belong to several sequences, each with its own region of the KV cache.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace tandem {
+
+class Model;
+
+enum class KvType { F32, F16 };
+
+struct EngineOptions {
+  int32_t n_ctx = 4096;     // positions per sequence
+  int32_t n_seq_max = 1;    // sequences that can be live at once (ids 0..n_seq_max-1)
+  int32_t n_threads = 0;    // 0: all physical cores
+  KvType kv_type = KvType::F32;
+};
+
+// One token of a forward step.
+struct BatchEntry {
+  int32_t token = 0;
+  int32_t pos = 0;     // position in its sequence; positions 0..pos-1 must already be cached
+  int32_t seq = 0;     // sequence id in [0, n_seq_max)
+  bool logits = false; // return this token's logits
+};
+
+class Engine {
+ public:
+  Engine(const Model& model, const EngineOptions& options);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Processes the whole batch in one pass through every layer (experts see all its tokens)
+  // and writes the logits of entries marked `logits`, in batch order, to `logits`
+  // ([n_out][n_vocab], resized as needed). Throws std::invalid_argument for a bad entry.
+  void forward(std::span<const BatchEntry> batch, std::vector<float>& logits);
+
+  // Forgets a sequence's cached positions so its id can be reused.
+  void clear_sequence(int32_t seq);
+
+  int32_t n_vocab() const;
+  const EngineOptions& options() const { return options_; }
+  const Model& model() const { return model_; }
+
+ private:
+  struct State;
+  const Model& model_;
+  EngineOptions options_;
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace tandem
