@@ -35,6 +35,7 @@ class Sampler {
   SamplingParams params_;
   std::mt19937_64 rng_;
   std::vector<Candidate> candidates_;  // reused between calls: no per-token allocation
+  std::vector<double> probs_;
 };
 
 int32_t argmax(std::span<const float> logits);

@@ -1,0 +1,142 @@
+#include "engine/attention.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "cpu/arena.h"
+#include "cpu/half.h"
+#include "cpu/ops.h"
+
+namespace tandem {
+
+KvCache::KvCache(int32_t n_layer, int32_t n_seq, int32_t n_ctx, int32_t kv_dim, KvType type)
+    : n_layer_(n_layer), n_seq_(n_seq), n_ctx_(n_ctx), kv_dim_(kv_dim), type_(type) {
+  const size_t n = static_cast<size_t>(n_layer) * n_seq * n_ctx * kv_dim;
+  if (type == KvType::F32) {
+    k32_.resize(n);
+    v32_.resize(n);
+  } else {
+    k16_.resize(n);
+    v16_.resize(n);
+  }
+}
+
+size_t KvCache::index(int32_t layer, int32_t seq, int32_t pos) const {
+  return ((static_cast<size_t>(layer) * n_seq_ + seq) * n_ctx_ + pos) * kv_dim_;
+}
+
+uint64_t KvCache::bytes() const {
+  return (k32_.size() + v32_.size()) * sizeof(float) + (k16_.size() + v16_.size()) * sizeof(uint16_t);
+}
+
+void KvCache::store(int32_t layer, std::span<const BatchEntry> batch, const float* k, const float* v) {
+  for (size_t t = 0; t < batch.size(); ++t) {
+    const size_t at = index(layer, batch[t].seq, batch[t].pos);
+    const float* kr = k + t * kv_dim_;
+    const float* vr = v + t * kv_dim_;
+    if (type_ == KvType::F32) {
+      std::copy_n(kr, kv_dim_, k32_.data() + at);
+      std::copy_n(vr, kv_dim_, v32_.data() + at);
+    } else {
+      for (int32_t i = 0; i < kv_dim_; ++i) {
+        k16_[at + i] = fp32_to_fp16(kr[i]);
+        v16_[at + i] = fp32_to_fp16(vr[i]);
+      }
+    }
+  }
+}
+
+void KvCache::load_k(int32_t layer, int32_t seq, int32_t pos, float* out) const {
+  const size_t at = index(layer, seq, pos);
+  if (type_ == KvType::F32) {
+    std::copy_n(k32_.data() + at, kv_dim_, out);
+  } else {
+    for (int32_t i = 0; i < kv_dim_; ++i) out[i] = fp16_to_fp32(k16_[at + i]);
+  }
+}
+
+void KvCache::load_v(int32_t layer, int32_t seq, int32_t pos, float* out) const {
+  const size_t at = index(layer, seq, pos);
+  if (type_ == KvType::F32) {
+    std::copy_n(v32_.data() + at, kv_dim_, out);
+  } else {
+    for (int32_t i = 0; i < kv_dim_; ++i) out[i] = fp16_to_fp32(v16_[at + i]);
+  }
+}
+
+void normalize_and_rotate_qk(const ModelSpec& s, const LayerWeights& w,
+                             std::span<const BatchEntry> batch, float* q, float* k) {
+  const bool neox = s.rope_style == RopeStyle::Neox;
+  const auto* qn = reinterpret_cast<const float*>(w.q_norm.data);
+  const auto* kn = reinterpret_cast<const float*>(w.k_norm.data);
+  for (size_t t = 0; t < batch.size(); ++t) {
+    float* qt = q + t * s.q_dim();
+    float* kt = k + t * s.kv_dim();
+    if (s.qk_norm == QkNorm::Full) {
+      rms_norm(qt, qn, s.q_dim(), s.rms_eps, qt);
+      rms_norm(kt, kn, s.kv_dim(), s.rms_eps, kt);
+    }
+    for (int32_t h = 0; h < s.n_head; ++h) {
+      float* head = qt + h * s.head_dim;
+      if (s.qk_norm == QkNorm::PerHead) rms_norm(head, qn, s.head_dim, s.rms_eps, head);
+      rope(head, s.n_rot, batch[t].pos, s.rope_freq_base, s.rope_freq_scale, neox);
+    }
+    for (int32_t h = 0; h < s.n_head_kv; ++h) {
+      float* head = kt + h * s.head_dim;
+      if (s.qk_norm == QkNorm::PerHead) rms_norm(head, kn, s.head_dim, s.rms_eps, head);
+      rope(head, s.n_rot, batch[t].pos, s.rope_freq_base, s.rope_freq_scale, neox);
+    }
+  }
+}
+
+namespace {
+
+// One query head of one token against positions 0..n_pos-1 of its sequence.
+void attend_head(const ModelSpec& s, const KvCache& kv, int32_t layer, const BatchEntry& e,
+                 int32_t head, const float* qh, float* out, std::vector<float>& scores,
+                 std::vector<float>& row) {
+  const int32_t n_pos = e.pos + 1;
+  const int32_t kv_head = head / (s.n_head / s.n_head_kv);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(s.head_dim));
+  const bool f16 = kv.type() == KvType::F16;
+  scores.resize(n_pos);
+  row.resize(kv.kv_dim());
+  for (int32_t p = 0; p < n_pos; ++p) {
+    kv.load_k(layer, e.seq, p, row.data());
+    const float* kh = row.data() + kv_head * s.head_dim;
+    float dot = 0.0f;
+    // An f16 cache sees an f16 query too, as llama.cpp's flash attention does.
+    for (int32_t i = 0; i < s.head_dim; ++i) dot += (f16 ? round_fp16(qh[i]) : qh[i]) * kh[i];
+    scores[p] = dot * scale;
+  }
+  softmax(scores.data(), n_pos);
+  for (int32_t i = 0; i < s.head_dim; ++i) out[i] = 0.0f;
+  for (int32_t p = 0; p < n_pos; ++p) {
+    kv.load_v(layer, e.seq, p, row.data());
+    const float* vh = row.data() + kv_head * s.head_dim;
+    for (int32_t i = 0; i < s.head_dim; ++i) out[i] += scores[p] * vh[i];
+  }
+}
+
+}  // namespace
+
+void attend(const ModelSpec& s, const KvCache& kv, int32_t layer, std::span<const BatchEntry> batch,
+            const float* q, float* out, CpuArena* arena) {
+  const int64_t n_items = static_cast<int64_t>(batch.size()) * s.n_head;
+  auto work = [&](int64_t lo, int64_t hi) {
+    thread_local std::vector<float> scores, row;
+    for (int64_t i = lo; i < hi; ++i) {
+      const int64_t t = i / s.n_head;
+      const int32_t h = static_cast<int32_t>(i % s.n_head);
+      attend_head(s, kv, layer, batch[t], h, q + t * s.q_dim() + h * s.head_dim,
+                  out + t * s.q_dim() + h * s.head_dim, scores, row);
+    }
+  };
+  if (arena) {
+    arena->parallel_for(0, n_items, 1, work);
+  } else {
+    work(0, n_items);
+  }
+}
+
+}  // namespace tandem

@@ -1,0 +1,175 @@
+#include "engine/engine.h"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include "cpu/arena.h"
+#include "cpu/half.h"
+#include "cpu/matmul.h"
+#include "cpu/ops.h"
+#include "cpu/quant.h"
+#include "engine/attention.h"
+#include "engine/model.h"
+#include "engine/moe.h"
+
+namespace tandem {
+namespace {
+
+MatrixRef matrix(const TensorView& t) { return MatrixRef{t.type, t.data, t.ne[1], t.ne[0], t.row_stride()}; }
+
+const float* f32(const TensorView& t) { return reinterpret_cast<const float*>(t.data); }
+
+void grow(std::vector<float>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+}
+
+void add_bias(float* rows, const TensorView& bias, int64_t n_tokens, int64_t n) {
+  const float* b = f32(bias);
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    for (int64_t i = 0; i < n; ++i) rows[t * n + i] += b[i];
+  }
+}
+
+}  // namespace
+
+struct Engine::State {
+  CpuArena arena;
+  KvCache kv;
+  std::vector<int32_t> seq_len;  // cached positions per sequence
+  // Activations of the current batch ([n_tokens][width]).
+  std::vector<float> x, xn, q, k, v, attn, proj, ffn_out;
+  std::vector<float> logits_in;  // [n_out][n_embd]
+  MoeScratch moe;
+  Routing routing;
+
+  State(const ModelSpec& spec, const EngineOptions& o)
+      : arena(o.n_threads),
+        kv(spec.n_layer, o.n_seq_max, o.n_ctx, spec.kv_dim(), o.kv_type),
+        seq_len(o.n_seq_max, 0) {}
+
+  void reserve(const ModelSpec& s, int64_t n) {
+    grow(x, n * s.n_embd);
+    grow(xn, n * s.n_embd);
+    grow(q, n * s.q_dim());
+    grow(k, n * s.kv_dim());
+    grow(v, n * s.kv_dim());
+    grow(attn, n * s.q_dim());
+    grow(proj, n * s.n_embd);
+    grow(ffn_out, n * s.n_embd);
+    grow(moe.slot_out, n * s.n_expert_used * s.n_embd);
+  }
+};
+
+Engine::Engine(const Model& model, const EngineOptions& options) : model_(model), options_(options) {
+  if (options.n_ctx <= 0 || options.n_seq_max <= 0) {
+    throw std::invalid_argument("engine: n_ctx and n_seq_max must be positive");
+  }
+  state_ = std::make_unique<State>(model.spec(), options);
+}
+
+Engine::~Engine() = default;
+
+int32_t Engine::n_vocab() const { return model_.spec().n_vocab; }
+
+void Engine::clear_sequence(int32_t seq) {
+  if (seq < 0 || seq >= options_.n_seq_max) {
+    throw std::invalid_argument("engine: sequence id " + std::to_string(seq) + " out of range");
+  }
+  state_->seq_len[seq] = 0;
+}
+
+namespace {
+
+// Checks ids and positions: per sequence, positions in the batch are increasing and the first
+// one is at most the cached length (a lower one rewinds the sequence).
+void validate_batch(std::span<const BatchEntry> batch, const EngineOptions& o, int32_t n_vocab,
+                    std::vector<int32_t>& seq_len) {
+  std::vector<int32_t> next(seq_len);
+  std::vector<bool> seen(seq_len.size(), false);
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const BatchEntry& e = batch[i];
+    const std::string where = "engine: batch entry " + std::to_string(i) + ": ";
+    if (e.token < 0 || e.token >= n_vocab) throw std::invalid_argument(where + "token id " + std::to_string(e.token) + " out of range");
+    if (e.seq < 0 || e.seq >= o.n_seq_max) throw std::invalid_argument(where + "sequence id " + std::to_string(e.seq) + " out of range");
+    if (e.pos < 0 || e.pos >= o.n_ctx) throw std::invalid_argument(where + "position " + std::to_string(e.pos) + " outside the context of " + std::to_string(o.n_ctx));
+    const int32_t limit = seen[e.seq] ? next[e.seq] : seq_len[e.seq];
+    if (seen[e.seq] ? e.pos != next[e.seq] : e.pos > limit) {
+      throw std::invalid_argument(where + "position " + std::to_string(e.pos) + " of sequence " + std::to_string(e.seq) + " does not follow its cached length " + std::to_string(limit));
+    }
+    seen[e.seq] = true;
+    next[e.seq] = e.pos + 1;
+  }
+  for (size_t s = 0; s < seq_len.size(); ++s) {
+    if (seen[s]) seq_len[s] = next[s];
+  }
+}
+
+}  // namespace
+
+void Engine::forward(std::span<const BatchEntry> batch, std::vector<float>& logits) {
+  const ModelSpec& s = model_.spec();
+  State& st = *state_;
+  const int64_t n = static_cast<int64_t>(batch.size());
+  if (n == 0) {
+    logits.clear();
+    return;
+  }
+  validate_batch(batch, options_, s.n_vocab, st.seq_len);
+  st.reserve(s, n);
+  CpuArena* arena = &st.arena;
+
+  // Token embeddings: rows of token_embd dequantized to f32.
+  const TensorView& embd = model_.token_embd();
+  for (int64_t t = 0; t < n; ++t) {
+    dequantize_row(embd.type, embd.data + batch[t].token * embd.row_stride(), st.x.data() + t * s.n_embd, s.n_embd);
+  }
+
+  for (int32_t il = 0; il < s.n_layer; ++il) {
+    const LayerWeights& w = model_.layers()[il];
+    // Attention block.
+    for (int64_t t = 0; t < n; ++t) {
+      rms_norm(st.x.data() + t * s.n_embd, f32(w.attn_norm), s.n_embd, s.rms_eps, st.xn.data() + t * s.n_embd);
+    }
+    matmul(matrix(w.wq), st.xn.data(), n, st.q.data(), arena);
+    matmul(matrix(w.wk), st.xn.data(), n, st.k.data(), arena);
+    matmul(matrix(w.wv), st.xn.data(), n, st.v.data(), arena);
+    if (s.qkv_bias) {
+      add_bias(st.q.data(), w.bq, n, s.q_dim());
+      add_bias(st.k.data(), w.bk, n, s.kv_dim());
+      add_bias(st.v.data(), w.bv, n, s.kv_dim());
+    }
+    normalize_and_rotate_qk(s, w, batch, st.q.data(), st.k.data());
+    st.kv.store(il, batch, st.k.data(), st.v.data());
+    attend(s, st.kv, il, batch, st.q.data(), st.attn.data(), arena);
+    matmul(matrix(w.wo), st.attn.data(), n, st.proj.data(), arena);
+    for (int64_t i = 0; i < n * s.n_embd; ++i) st.x[i] += st.proj[i];
+
+    // Mixture-of-experts block.
+    for (int64_t t = 0; t < n; ++t) {
+      rms_norm(st.x.data() + t * s.n_embd, f32(w.ffn_norm), s.n_embd, s.rms_eps, st.xn.data() + t * s.n_embd);
+    }
+    compute_routing(s, w, st.xn.data(), static_cast<int32_t>(n), st.moe, arena, st.routing);
+    group_by_expert(st.routing, s.n_expert, st.moe.groups);
+    for (int32_t e = 0; e < s.n_expert; ++e) {
+      run_expert(s, w, st.moe.groups[e], st.routing, st.xn.data(), st.moe, arena);
+    }
+    combine_slots(st.routing, s.n_embd, st.moe, st.ffn_out.data());
+    if (s.n_ff_shared > 0) add_shared_expert(s, w, st.xn.data(), static_cast<int32_t>(n), st.moe, arena, st.ffn_out.data());
+    for (int64_t i = 0; i < n * s.n_embd; ++i) st.x[i] += st.ffn_out[i];
+  }
+
+  // Output head, only for the rows asked for.
+  int64_t n_out = 0;
+  grow(st.logits_in, n * s.n_embd);
+  for (int64_t t = 0; t < n; ++t) {
+    if (!batch[t].logits) continue;
+    rms_norm(st.x.data() + t * s.n_embd, f32(model_.output_norm()), s.n_embd, s.rms_eps, st.logits_in.data() + n_out * s.n_embd);
+    ++n_out;
+  }
+  logits.resize(static_cast<size_t>(n_out) * s.n_vocab);
+  if (n_out > 0) matmul(matrix(model_.output()), st.logits_in.data(), n_out, logits.data(), arena);
+}
+
+}  // namespace tandem

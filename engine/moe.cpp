@@ -1,0 +1,134 @@
+#include "engine/moe.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "cpu/matmul.h"
+#include "cpu/ops.h"
+
+namespace tandem {
+namespace {
+
+MatrixRef expert_matrix(const TensorView& t, int32_t expert) {
+  const int64_t stride = t.row_stride();
+  return MatrixRef{t.type, t.data + expert * stride * t.ne[1], t.ne[1], t.ne[0], stride};
+}
+
+MatrixRef matrix(const TensorView& t) {
+  return MatrixRef{t.type, t.data, t.ne[1], t.ne[0], t.row_stride()};
+}
+
+void grow(std::vector<float>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+}
+
+// act[i] = silu(gate[i]) * up[i]
+void swiglu(const float* gate, const float* up, int64_t n, float* act) {
+  for (int64_t i = 0; i < n; ++i) act[i] = silu(gate[i]) * up[i];
+}
+
+}  // namespace
+
+void compute_routing(const ModelSpec& spec, const LayerWeights& w, const float* xn,
+                     int32_t n_tokens, MoeScratch& scratch, CpuArena* arena, Routing& routing) {
+  const int32_t n_expert = spec.n_expert, k = spec.n_expert_used;
+  grow(scratch.router_logits, static_cast<size_t>(n_tokens) * n_expert);
+  matmul(matrix(w.router), xn, n_tokens, scratch.router_logits.data(), arena);
+  routing.n_tokens = n_tokens;
+  routing.k = k;
+  routing.expert.resize(static_cast<size_t>(n_tokens) * k);
+  routing.weight.resize(static_cast<size_t>(n_tokens) * k);
+  scratch.order.resize(n_expert);
+  int32_t* sel = scratch.order.data();
+  for (int32_t t = 0; t < n_tokens; ++t) {
+    float* probs = scratch.router_logits.data() + static_cast<size_t>(t) * n_expert;
+    softmax(probs, n_expert);
+    // Partial selection of the k largest; lower ids win ties.
+    for (int32_t e = 0; e < n_expert; ++e) sel[e] = e;
+    std::partial_sort(sel, sel + k, sel + n_expert, [&](int32_t a, int32_t b) {
+      return probs[a] > probs[b] || (probs[a] == probs[b] && a < b);
+    });
+    float sum = 0.0f;
+    for (int32_t j = 0; j < k; ++j) sum += probs[sel[j]];
+    for (int32_t j = 0; j < k; ++j) {
+      routing.expert[t * k + j] = sel[j];
+      routing.weight[t * k + j] = spec.norm_topk ? probs[sel[j]] / sum : probs[sel[j]];
+    }
+  }
+}
+
+void group_by_expert(const Routing& routing, int32_t n_expert, std::vector<ExpertTokens>& groups) {
+  if (groups.size() < static_cast<size_t>(n_expert)) groups.resize(n_expert);
+  for (int32_t e = 0; e < n_expert; ++e) {
+    groups[e].expert = e;
+    groups[e].token.clear();
+    groups[e].slot.clear();
+  }
+  for (int32_t t = 0; t < routing.n_tokens; ++t) {
+    for (int32_t j = 0; j < routing.k; ++j) {
+      ExpertTokens& g = groups[routing.expert[t * routing.k + j]];
+      g.token.push_back(t);
+      g.slot.push_back(j);
+    }
+  }
+}
+
+void run_expert(const ModelSpec& spec, const LayerWeights& w, const ExpertTokens& group,
+                const Routing& routing, const float* xn, MoeScratch& scratch, CpuArena* arena) {
+  const int64_t m = static_cast<int64_t>(group.token.size());
+  if (m == 0) return;
+  const int64_t n_embd = spec.n_embd, n_ff = spec.n_ff_expert;
+  grow(scratch.gathered, m * n_embd);
+  grow(scratch.gate, m * n_ff);
+  grow(scratch.up, m * n_ff);
+  grow(scratch.down, m * n_embd);
+  for (int64_t i = 0; i < m; ++i) {
+    std::copy_n(xn + group.token[i] * n_embd, n_embd, scratch.gathered.data() + i * n_embd);
+  }
+  matmul(expert_matrix(w.gate_exps, group.expert), scratch.gathered.data(), m, scratch.gate.data(), arena);
+  matmul(expert_matrix(w.up_exps, group.expert), scratch.gathered.data(), m, scratch.up.data(), arena);
+  swiglu(scratch.gate.data(), scratch.up.data(), m * n_ff, scratch.gate.data());
+  matmul(expert_matrix(w.down_exps, group.expert), scratch.gate.data(), m, scratch.down.data(), arena);
+  const int32_t k = routing.k;
+  for (int64_t i = 0; i < m; ++i) {
+    const int32_t t = group.token[i], j = group.slot[i];
+    const float wt = routing.weight[t * k + j];
+    float* dst = scratch.slot_out.data() + (static_cast<int64_t>(t) * k + j) * n_embd;
+    const float* src = scratch.down.data() + i * n_embd;
+    for (int64_t c = 0; c < n_embd; ++c) dst[c] = src[c] * wt;
+  }
+}
+
+void combine_slots(const Routing& routing, int32_t n_embd, const MoeScratch& scratch, float* out) {
+  const int32_t k = routing.k;
+  for (int32_t t = 0; t < routing.n_tokens; ++t) {
+    float* o = out + static_cast<int64_t>(t) * n_embd;
+    const float* s = scratch.slot_out.data() + static_cast<int64_t>(t) * k * n_embd;
+    std::copy_n(s, n_embd, o);
+    for (int32_t j = 1; j < k; ++j) {
+      for (int32_t c = 0; c < n_embd; ++c) o[c] += s[j * n_embd + c];
+    }
+  }
+}
+
+void add_shared_expert(const ModelSpec& spec, const LayerWeights& w, const float* xn,
+                       int32_t n_tokens, MoeScratch& scratch, CpuArena* arena, float* out) {
+  const int64_t n_embd = spec.n_embd, n_ff = spec.n_ff_shared;
+  grow(scratch.gate, n_tokens * n_ff);
+  grow(scratch.up, n_tokens * n_ff);
+  grow(scratch.down, n_tokens * n_embd);
+  grow(scratch.router_logits, n_tokens);
+  matmul(matrix(w.gate_shexp), xn, n_tokens, scratch.gate.data(), arena);
+  matmul(matrix(w.up_shexp), xn, n_tokens, scratch.up.data(), arena);
+  swiglu(scratch.gate.data(), scratch.up.data(), n_tokens * n_ff, scratch.gate.data());
+  matmul(matrix(w.down_shexp), scratch.gate.data(), n_tokens, scratch.down.data(), arena);
+  // The gate tensor is [n_embd]: one output row.
+  const MatrixRef gate_row{w.router_shexp.type, w.router_shexp.data, 1, n_embd, w.router_shexp.row_stride()};
+  matmul(gate_row, xn, n_tokens, scratch.router_logits.data(), arena);
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    const float g = 1.0f / (1.0f + std::exp(-scratch.router_logits[t]));
+    for (int64_t c = 0; c < n_embd; ++c) out[t * n_embd + c] += scratch.down[t * n_embd + c] * g;
+  }
+}
+
+}  // namespace tandem
