@@ -1,10 +1,196 @@
-// Placeholder: replaced by the real command when its component lands.
-#include <stdexcept>
+// `tandem bench`: llama-bench style throughput of prompt processing (ppN: N tokens in one
+// batch) and generation (tgN: N tokens one at a time from an empty context).
+#include <sys/resource.h>
 
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+
+#include "cpu/arena.h"
+#include "cpu/memory_bandwidth.h"
+#include "engine/engine.h"
+#include "engine/model.h"
+#include "server/cli_args.h"
 #include "server/commands.h"
 
 namespace tandem {
+namespace {
 
-int cmd_bench(const Args&) { throw std::runtime_error("'bench' is not available in this build yet"); }
+constexpr const char* kHelp = R"(usage: tandem bench -m MODEL [options]
+
+  -m, --model FILE     GGUF model
+  -p, --n-prompt LIST  prompt lengths to test, comma-separated (default 512; 0 skips)
+  -n, --n-gen LIST     generation lengths to test (default 128; 0 skips)
+  -t, --threads LIST   thread counts (default: all physical cores)
+  -r, --repetitions N  repetitions per test (default 5)
+  -o, --output md|json table (default) or llama-bench's JSON keys
+  --kv-type f32|f16    KV cache element type (default f32)
+  --roofline           also print weight bytes read per token, achieved GB/s and the fraction
+                       of this machine's read bandwidth (measured here, all threads)
+Tokens are random ids; a warm-up run precedes each test.
+)";
+
+struct BenchOptions {
+  std::string model_path;
+  std::vector<int32_t> n_prompt = {512}, n_gen = {128}, threads = {0};
+  int32_t reps = 5;
+  bool json = false, roofline = false;
+  KvType kv = KvType::F32;
+};
+
+BenchOptions parse(const Args& args) {
+  BenchOptions o;
+  ArgReader r(args);
+  while (!r.done()) {
+    const std::string a = r.next();
+    if (a == "-m" || a == "--model") o.model_path = r.value(a);
+    else if (a == "-p" || a == "--n-prompt") o.n_prompt = parse_int_list(a, r.value(a));
+    else if (a == "-n" || a == "--n-gen") o.n_gen = parse_int_list(a, r.value(a));
+    else if (a == "-t" || a == "--threads") o.threads = parse_int_list(a, r.value(a));
+    else if (a == "-r" || a == "--repetitions") o.reps = static_cast<int32_t>(r.int_value(a, 1, 1000));
+    else if (a == "-o" || a == "--output") {
+      const std::string v = r.value(a);
+      if (v != "md" && v != "json") throw UsageError("option -o: '" + v + "' is not md or json");
+      o.json = v == "json";
+    } else if (a == "--kv-type") {
+      const std::string v = r.value(a);
+      if (v != "f32" && v != "f16") throw UsageError("option --kv-type: '" + v + "' is not f32 or f16");
+      o.kv = v == "f16" ? KvType::F16 : KvType::F32;
+    } else if (a == "--roofline") o.roofline = true;
+    else throw UsageError("unknown option '" + a + "' (see tandem bench --help)");
+  }
+  if (o.model_path.empty()) throw UsageError("no model given (-m FILE)");
+  return o;
+}
+
+struct Stats {
+  double avg_ts = 0, stddev_ts = 0, avg_ns = 0, stddev_ns = 0;
+  std::vector<double> samples_ts, samples_ns;
+};
+
+Stats summarize(const std::vector<double>& seconds, int32_t n_tokens) {
+  Stats s;
+  for (double sec : seconds) {
+    s.samples_ns.push_back(sec * 1e9);
+    s.samples_ts.push_back(n_tokens / sec);
+  }
+  auto mean_sd = [](const std::vector<double>& v, double& mean, double& sd) {
+    mean = 0;
+    for (double x : v) mean += x;
+    mean /= v.size();
+    double var = 0;
+    for (double x : v) var += (x - mean) * (x - mean);
+    sd = v.size() > 1 ? std::sqrt(var / (v.size() - 1)) : 0.0;
+  };
+  mean_sd(s.samples_ts, s.avg_ts, s.stddev_ts);
+  mean_sd(s.samples_ns, s.avg_ns, s.stddev_ns);
+  return s;
+}
+
+using Clock = std::chrono::steady_clock;
+
+// Seconds for one run: a prompt of n_prompt tokens in one batch, or n_gen single-token steps.
+double time_run(Engine& engine, int32_t n_prompt, int32_t n_gen, std::mt19937& rng) {
+  std::uniform_int_distribution<int32_t> token(0, engine.n_vocab() - 1);
+  std::vector<float> logits;
+  engine.clear_sequence(0);
+  const auto t0 = Clock::now();
+  if (n_prompt > 0) {
+    std::vector<BatchEntry> batch;
+    for (int32_t i = 0; i < n_prompt; ++i) batch.push_back({token(rng), i, 0, i + 1 == n_prompt});
+    engine.forward(batch, logits);
+  }
+  for (int32_t i = 0; i < n_gen; ++i) {
+    const BatchEntry e{token(rng), i, 0, true};
+    engine.forward(std::span(&e, 1), logits);
+  }
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+double peak_rss_gib() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_maxrss / 1048576.0;  // KiB -> GiB
+}
+
+}  // namespace
+
+int cmd_bench(const Args& args) {
+  for (const std::string& a : args) {
+    if (a == "-h" || a == "--help") {
+      std::printf("%s", kHelp);
+      return 0;
+    }
+  }
+  BenchOptions o;
+  try {
+    o = parse(args);
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "tandem bench: %s\n", e.what());
+    return 2;
+  }
+  const auto model = Model::load(o.model_path);
+  const ModelSpec& spec = model->spec();
+  const double size_gib = model->file().file_size() / 1073741824.0;
+  const double gb_per_token = model->bytes_per_token() / 1e9;
+  nlohmann::json rows = nlohmann::json::array();
+  if (!o.json) {
+    std::printf("| model | size | threads | test | t/s |%s\n", o.roofline ? " GB/s | roofline |" : "");
+    std::printf("| --- | ---: | ---: | ---: | ---: |%s\n", o.roofline ? " ---: | ---: |" : "");
+  }
+  for (int32_t threads : o.threads) {
+    EngineOptions eo;
+    eo.n_threads = threads;
+    eo.kv_type = o.kv;
+    int32_t longest = 1;
+    for (int32_t p : o.n_prompt) longest = std::max(longest, p);
+    for (int32_t n : o.n_gen) longest = std::max(longest, n);
+    eo.n_ctx = longest;
+    Engine engine(*model, eo);
+    CpuArena arena(threads);
+    const double bandwidth = o.roofline ? measure_read_bandwidth(&arena) : 0.0;
+    std::mt19937 rng(1234);
+    auto run_test = [&](int32_t n_prompt, int32_t n_gen) {
+      const int32_t n_tokens = n_prompt + n_gen;
+      time_run(engine, std::min(n_prompt, 16), std::min(n_gen, 4), rng);  // warm-up
+      std::vector<double> seconds;
+      for (int32_t r = 0; r < o.reps; ++r) seconds.push_back(time_run(engine, n_prompt, n_gen, rng));
+      const Stats s = summarize(seconds, n_tokens);
+      const std::string test = n_prompt > 0 ? "pp" + std::to_string(n_prompt) : "tg" + std::to_string(n_gen);
+      const double gbs = n_gen > 0 ? s.avg_ts * gb_per_token : 0.0;
+      if (o.json) {
+        rows.push_back({{"model_filename", o.model_path}, {"model_type", spec.arch},
+                        {"model_size", model->file().file_size()}, {"n_threads", arena.n_threads()},
+                        {"n_prompt", n_prompt}, {"n_gen", n_gen}, {"avg_ns", s.avg_ns},
+                        {"stddev_ns", s.stddev_ns}, {"avg_ts", s.avg_ts}, {"stddev_ts", s.stddev_ts},
+                        {"samples_ns", s.samples_ns}, {"samples_ts", s.samples_ts},
+                        {"type_k", o.kv == KvType::F16 ? "f16" : "f32"}});
+        if (o.roofline && n_gen > 0) {
+          rows.back()["bytes_per_token"] = model->bytes_per_token();
+          rows.back()["achieved_gbps"] = gbs;
+          rows.back()["measured_bandwidth_gbps"] = bandwidth;
+        }
+      } else {
+        std::printf("| %s | %.2f GiB | %d | %s | %.2f ± %.2f |", spec.arch.c_str(), size_gib,
+                    arena.n_threads(), test.c_str(), s.avg_ts, s.stddev_ts);
+        if (o.roofline && n_gen > 0) std::printf(" %.1f | %.0f%% of %.1f GB/s |", gbs, 100 * gbs / bandwidth, bandwidth);
+        else if (o.roofline) std::printf(" | |");
+        std::printf("\n");
+        std::fflush(stdout);
+      }
+    };
+    for (int32_t p : o.n_prompt) if (p > 0) run_test(p, 0);
+    for (int32_t n : o.n_gen) if (n > 0) run_test(0, n);
+  }
+  if (o.json) {
+    std::printf("%s\n", rows.dump(2).c_str());
+  } else {
+    std::printf("\nweights read per generated token: %.3f GB; peak RSS %.2f GiB\n", gb_per_token, peak_rss_gib());
+  }
+  return 0;
+}
 
 }  // namespace tandem

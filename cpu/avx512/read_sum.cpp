@@ -1,0 +1,22 @@
+// Streaming read of a buffer with 512-bit loads, for the bandwidth measurement.
+#include <immintrin.h>
+
+#include <cstdint>
+
+namespace tandem {
+
+uint64_t sum_words_avx512(const uint64_t* data, int64_t n) {
+  __m512i a = _mm512_setzero_si512(), b = a, c = a, d = a;
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    a = _mm512_add_epi64(a, _mm512_loadu_si512(data + i));
+    b = _mm512_add_epi64(b, _mm512_loadu_si512(data + i + 8));
+    c = _mm512_add_epi64(c, _mm512_loadu_si512(data + i + 16));
+    d = _mm512_add_epi64(d, _mm512_loadu_si512(data + i + 24));
+  }
+  uint64_t s = _mm512_reduce_add_epi64(_mm512_add_epi64(_mm512_add_epi64(a, b), _mm512_add_epi64(c, d)));
+  for (; i < n; ++i) s += data[i];
+  return s;
+}
+
+}  // namespace tandem
