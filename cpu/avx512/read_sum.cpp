@@ -14,7 +14,12 @@ uint64_t sum_words_avx512(const uint64_t* data, int64_t n) {
     c = _mm512_add_epi64(c, _mm512_loadu_si512(data + i + 16));
     d = _mm512_add_epi64(d, _mm512_loadu_si512(data + i + 24));
   }
-  uint64_t s = _mm512_reduce_add_epi64(_mm512_add_epi64(_mm512_add_epi64(a, b), _mm512_add_epi64(c, d)));
+  // A plain store + loop instead of _mm512_reduce_add_epi64, whose GCC 12 header trips
+  // -Werror=uninitialized.
+  alignas(64) uint64_t lanes[8];
+  _mm512_store_si512(lanes, _mm512_add_epi64(_mm512_add_epi64(a, b), _mm512_add_epi64(c, d)));
+  uint64_t s = 0;
+  for (uint64_t lane : lanes) s += lane;
   for (; i < n; ++i) s += data[i];
   return s;
 }

@@ -1,0 +1,30 @@
+// Weight x activation products for the engine: every linear layer and expert goes through here.
+#pragma once
+
+#include <cstdint>
+
+#include "cpu/quant_types.h"
+
+namespace tandem {
+
+class CpuArena;
+
+// n_rows rows of n_cols elements of `type`; row r starts at data + r * row_stride bytes.
+struct MatrixRef {
+  GgmlType type;
+  const void* data;
+  int64_t n_rows;
+  int64_t n_cols;
+  int64_t row_stride;
+};
+
+// y[t * n_rows + r] = dot(row r of w, x[t * n_cols ...]) for t < n_tokens.  Activations are first
+// converted to vec_dot_type(w.type) (once per token row), then dotted like llama.cpp. arena may be
+// null (single-threaded). No allocation per call in steady state (reuse thread-local scratch).
+// Results are bit-for-bit deterministic: they do not depend on the thread count.
+void matmul(const MatrixRef& w, const float* x, int64_t n_tokens, float* y, CpuArena* arena);
+
+// Same contract, always the scalar reference path (for tests).
+void matmul_ref(const MatrixRef& w, const float* x, int64_t n_tokens, float* y);
+
+}  // namespace tandem
