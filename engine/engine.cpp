@@ -11,6 +11,7 @@
 #include "cpu/ops.h"
 #include "cpu/quant.h"
 #include "engine/attention.h"
+#include "engine/expert_executor.h"
 #include "engine/model.h"
 #include "engine/moe.h"
 
@@ -43,6 +44,7 @@ struct Engine::State {
   std::vector<float> logits_in;  // [n_out][n_embd]
   MoeScratch moe;
   Routing routing;
+  std::unique_ptr<ExpertExecutor> experts;
 
   State(const ModelSpec& spec, const EngineOptions& o)
       : arena(o.n_threads),
@@ -67,7 +69,12 @@ Engine::Engine(const Model& model, const EngineOptions& options) : model_(model)
     throw std::invalid_argument("engine: n_ctx and n_seq_max must be positive");
   }
   state_ = std::make_unique<State>(model.spec(), options);
+  state_->experts = options.accelerator
+                        ? make_hybrid_expert_executor(model, *options.accelerator, options.expert_cache_bytes, options.trace)
+                        : make_cpu_expert_executor(model, options.trace);
 }
+
+const ExpertRunStats& Engine::expert_stats() const { return state_->experts->stats(); }
 
 Engine::~Engine() = default;
 
@@ -152,9 +159,7 @@ void Engine::forward(std::span<const BatchEntry> batch, std::vector<float>& logi
     }
     compute_routing(s, w, st.xn.data(), static_cast<int32_t>(n), st.moe, arena, st.routing);
     group_by_expert(st.routing, s.n_expert, st.moe.groups);
-    for (int32_t e = 0; e < s.n_expert; ++e) {
-      run_expert(s, w, st.moe.groups[e], st.routing, st.xn.data(), st.moe, arena);
-    }
+    st.experts->run_layer(il, st.routing, st.moe.groups, st.xn.data(), st.moe, arena);
     combine_slots(st.routing, s.n_embd, st.moe, st.ffn_out.data());
     if (s.n_ff_shared > 0) add_shared_expert(s, w, st.xn.data(), static_cast<int32_t>(n), st.moe, arena, st.ffn_out.data());
     for (int64_t i = 0; i < n * s.n_embd; ++i) st.x[i] += st.ffn_out[i];

@@ -10,7 +10,10 @@
 
 namespace tandem {
 
+class Accelerator;
 class Model;
+class TraceRecorder;
+struct ExpertRunStats;
 
 enum class KvType { F32, F16 };
 
@@ -19,6 +22,11 @@ struct EngineOptions {
   int32_t n_seq_max = 1;    // sequences that can be live at once (ids 0..n_seq_max-1)
   int32_t n_threads = 0;    // 0: all physical cores
   KvType kv_type = KvType::F32;
+  // Optional accelerator (not owned). Experts that fit in expert_cache_bytes of its memory are
+  // cached there and run there; the others run on the CPU at the same time.
+  Accelerator* accelerator = nullptr;
+  uint64_t expert_cache_bytes = 0;
+  TraceRecorder* trace = nullptr;  // optional (not owned): spans of expert work
 };
 
 // One token of a forward step.
@@ -45,6 +53,8 @@ class Engine {
   void clear_sequence(int32_t seq);
 
   int32_t n_vocab() const;
+  // Where experts ran so far (CPU / accelerator), summed over steps and layers.
+  const ExpertRunStats& expert_stats() const;
   const EngineOptions& options() const { return options_; }
   const Model& model() const { return model_; }
 

@@ -73,6 +73,24 @@ void group_by_expert(const Routing& routing, int32_t n_expert, std::vector<Exper
   }
 }
 
+void gather_rows(const ExpertTokens& group, const float* xn, int64_t n_embd, float* out) {
+  for (size_t i = 0; i < group.token.size(); ++i) {
+    std::copy_n(xn + group.token[i] * n_embd, n_embd, out + i * n_embd);
+  }
+}
+
+void scatter_weighted(const ExpertTokens& group, const Routing& routing, const float* rows,
+                      int64_t n_embd, float* slot_out) {
+  const int32_t k = routing.k;
+  for (size_t i = 0; i < group.token.size(); ++i) {
+    const int32_t t = group.token[i], j = group.slot[i];
+    const float wt = routing.weight[t * k + j];
+    float* dst = slot_out + (static_cast<int64_t>(t) * k + j) * n_embd;
+    const float* src = rows + i * n_embd;
+    for (int64_t c = 0; c < n_embd; ++c) dst[c] = src[c] * wt;
+  }
+}
+
 void run_expert(const ModelSpec& spec, const LayerWeights& w, const ExpertTokens& group,
                 const Routing& routing, const float* xn, MoeScratch& scratch, CpuArena* arena) {
   const int64_t m = static_cast<int64_t>(group.token.size());
@@ -82,21 +100,12 @@ void run_expert(const ModelSpec& spec, const LayerWeights& w, const ExpertTokens
   grow(scratch.gate, m * n_ff);
   grow(scratch.up, m * n_ff);
   grow(scratch.down, m * n_embd);
-  for (int64_t i = 0; i < m; ++i) {
-    std::copy_n(xn + group.token[i] * n_embd, n_embd, scratch.gathered.data() + i * n_embd);
-  }
+  gather_rows(group, xn, n_embd, scratch.gathered.data());
   matmul(expert_matrix(w.gate_exps, group.expert), scratch.gathered.data(), m, scratch.gate.data(), arena);
   matmul(expert_matrix(w.up_exps, group.expert), scratch.gathered.data(), m, scratch.up.data(), arena);
   swiglu(scratch.gate.data(), scratch.up.data(), m * n_ff, scratch.gate.data());
   matmul(expert_matrix(w.down_exps, group.expert), scratch.gate.data(), m, scratch.down.data(), arena);
-  const int32_t k = routing.k;
-  for (int64_t i = 0; i < m; ++i) {
-    const int32_t t = group.token[i], j = group.slot[i];
-    const float wt = routing.weight[t * k + j];
-    float* dst = scratch.slot_out.data() + (static_cast<int64_t>(t) * k + j) * n_embd;
-    const float* src = scratch.down.data() + i * n_embd;
-    for (int64_t c = 0; c < n_embd; ++c) dst[c] = src[c] * wt;
-  }
+  scatter_weighted(group, routing, scratch.down.data(), n_embd, scratch.slot_out.data());
 }
 
 void combine_slots(const Routing& routing, int32_t n_embd, const MoeScratch& scratch, float* out) {

@@ -47,8 +47,15 @@ void compute_routing(const ModelSpec& spec, const LayerWeights& w, const float* 
 // Groups the routed (token, slot) pairs by expert; only experts with tokens are listed.
 void group_by_expert(const Routing& routing, int32_t n_expert, std::vector<ExpertTokens>& groups);
 
-// Runs one expert's SiLU-gated FFN on its gathered tokens and writes weight * output into
-// scratch.slot_out at each (token, slot).
+// Copies the rows of xn ([n_tokens][n_embd]) that the group's tokens use into out ([m][n_embd]).
+void gather_rows(const ExpertTokens& group, const float* xn, int64_t n_embd, float* out);
+
+// Writes weight * rows[i] into slot_out at each (token, slot) of the group.
+void scatter_weighted(const ExpertTokens& group, const Routing& routing, const float* rows,
+                      int64_t n_embd, float* slot_out);
+
+// Runs one expert's SiLU-gated FFN on its gathered tokens on the CPU and writes
+// weight * output into scratch.slot_out at each (token, slot).
 void run_expert(const ModelSpec& spec, const LayerWeights& w, const ExpertTokens& group,
                 const Routing& routing, const float* xn, MoeScratch& scratch, CpuArena* arena);
 

@@ -1,0 +1,79 @@
+#include "engine/device_experts.h"
+
+#include <algorithm>
+
+namespace tandem {
+namespace {
+
+// Bytes of one expert's slice of a [cols, rows, n_expert] tensor.
+uint64_t expert_slice_bytes(const TensorView& t) { return static_cast<uint64_t>(t.row_stride()) * t.ne[1]; }
+
+DeviceMatrix slice_matrix(const TensorView& t, DeviceBuffer buffer, uint64_t offset) {
+  return DeviceMatrix{t.type, buffer, offset, t.ne[1], t.ne[0], t.row_stride()};
+}
+
+}  // namespace
+
+DeviceExpertSlots::DeviceExpertSlots(const Model& model, Accelerator& accelerator, uint64_t budget_bytes)
+    : model_(model), accelerator_(accelerator) {
+  for (const LayerWeights& w : model.layers()) {
+    slot_bytes_ = std::max(slot_bytes_, expert_slice_bytes(w.gate_exps) + expert_slice_bytes(w.up_exps) +
+                                            expert_slice_bytes(w.down_exps));
+  }
+  const ModelSpec& s = model.spec();
+  slot_index_.assign(static_cast<size_t>(s.n_layer) * s.n_expert, -1);
+  const uint64_t max_slots = static_cast<uint64_t>(s.n_layer) * s.n_expert;
+  const uint64_t n = std::min<uint64_t>(slot_bytes_ ? budget_bytes / slot_bytes_ : 0, max_slots);
+  try {
+    for (uint64_t i = 0; i < n; ++i) slots_.push_back({accelerator.allocate(slot_bytes_), -1, -1});
+  } catch (...) {
+    for (Slot& slot : slots_) accelerator.release(slot.buffer);
+    throw;
+  }
+}
+
+DeviceExpertSlots::~DeviceExpertSlots() {
+  accelerator_.synchronize(Stream::Copy);
+  accelerator_.synchronize(Stream::Compute);
+  for (Slot& slot : slots_) accelerator_.release(slot.buffer);
+}
+
+int32_t DeviceExpertSlots::slot_of(int32_t layer, int32_t expert) const {
+  return slot_index_[static_cast<size_t>(layer) * model_.spec().n_expert + expert];
+}
+
+Event DeviceExpertSlots::load(int32_t slot, int32_t layer, int32_t expert) {
+  Slot& s = slots_.at(slot);
+  const int32_t n_expert = model_.spec().n_expert;
+  if (s.layer >= 0) slot_index_[static_cast<size_t>(s.layer) * n_expert + s.expert] = -1;
+  s.layer = layer;
+  s.expert = expert;
+  slot_index_[static_cast<size_t>(layer) * n_expert + expert] = slot;
+  const LayerWeights& w = model_.layers()[layer];
+  uint64_t offset = 0;
+  for (const TensorView* t : {&w.gate_exps, &w.up_exps, &w.down_exps}) {
+    const uint64_t bytes = expert_slice_bytes(*t);
+    accelerator_.copy_to_device(Stream::Copy, s.buffer, offset, t->data + expert * bytes, bytes);
+    offset += bytes;
+  }
+  return accelerator_.record(Stream::Copy);
+}
+
+DeviceExpert DeviceExpertSlots::device_expert(int32_t slot) const {
+  const Slot& s = slots_.at(slot);
+  const LayerWeights& w = model_.layers()[s.layer];
+  const uint64_t gate_bytes = expert_slice_bytes(w.gate_exps), up_bytes = expert_slice_bytes(w.up_exps);
+  return DeviceExpert{slice_matrix(w.gate_exps, s.buffer, 0), slice_matrix(w.up_exps, s.buffer, gate_bytes),
+                      slice_matrix(w.down_exps, s.buffer, gate_bytes + up_bytes)};
+}
+
+void DeviceExpertSlots::fill_in_expert_order() {
+  const ModelSpec& s = model_.spec();
+  int32_t slot = 0;
+  for (int32_t e = 0; e < s.n_expert && slot < n_slots(); ++e) {
+    for (int32_t l = 0; l < s.n_layer && slot < n_slots(); ++l) load(slot++, l, e);
+  }
+  accelerator_.synchronize(Stream::Copy);
+}
+
+}  // namespace tandem

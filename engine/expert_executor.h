@@ -1,0 +1,45 @@
+// Runs the activated experts of one MoE layer. The CPU executor runs them all on the CPU; the
+// hybrid executor follows a plan that puts some on an accelerator (experts resident in its
+// memory) and runs the rest on the CPU at the same time. The forward pass only sees this
+// interface: placement is data, not branches in model code.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "engine/moe.h"
+
+namespace tandem {
+
+class Accelerator;
+class CpuArena;
+class Model;
+class TraceRecorder;
+
+// Where one step's experts ran, summed over layers.
+struct ExpertRunStats {
+  uint64_t cpu_experts = 0, gpu_experts = 0;
+  uint64_t cpu_tokens = 0, gpu_tokens = 0;
+};
+
+class ExpertExecutor {
+ public:
+  virtual ~ExpertExecutor() = default;
+  // Fills scratch.slot_out for every routed (token, slot) of layer `il`.
+  virtual void run_layer(int32_t il, const Routing& routing, const std::vector<ExpertTokens>& groups,
+                         const float* xn, MoeScratch& scratch, CpuArena* arena) = 0;
+  const ExpertRunStats& stats() const { return stats_; }
+
+ protected:
+  ExpertRunStats stats_;
+};
+
+std::unique_ptr<ExpertExecutor> make_cpu_expert_executor(const Model& model, TraceRecorder* trace);
+
+// Caches as many experts as `cache_bytes` holds in the accelerator's memory (expert-id order,
+// the same fraction of every layer) and runs those there; the rest run on the CPU meanwhile.
+std::unique_ptr<ExpertExecutor> make_hybrid_expert_executor(const Model& model, Accelerator& accelerator,
+                                                            uint64_t cache_bytes, TraceRecorder* trace);
+
+}  // namespace tandem
