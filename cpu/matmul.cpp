@@ -1,10 +1,13 @@
 #include "cpu/matmul.h"
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "cpu/arena.h"
+#include "cpu/cpu_features.h"
+#include "cpu/kernels.h"
 #include "cpu/quant.h"
 
 namespace tandem {
@@ -24,19 +27,25 @@ void check_matrix(const MatrixRef& w) {
   }
 }
 
+// Per calling thread, grown to the largest request and then reused: no steady-state allocation.
+uint8_t* scratch(int64_t bytes) {
+  thread_local std::vector<uint8_t> buffer;
+  const size_t need = static_cast<size_t>(bytes) + 64;
+  if (buffer.size() < need) buffer.resize(need);
+  const auto addr = reinterpret_cast<uintptr_t>(buffer.data());
+  return buffer.data() + ((64 - addr % 64) % 64);
+}
+
 // Activations of all tokens converted to the weight's vec_dot type, one row per token.
-// Thread-local so steady-state calls do not allocate.
 const uint8_t* quantize_activations(const MatrixRef& w, const float* x, int64_t n_tokens,
                                     int64_t* act_stride) {
-  thread_local std::vector<uint8_t> scratch;
   const GgmlType at = vec_dot_type(w.type);
   *act_stride = row_bytes(at, w.n_cols);
-  const size_t need = static_cast<size_t>(*act_stride * n_tokens);
-  if (scratch.size() < need) scratch.resize(need);
+  uint8_t* act = scratch(*act_stride * n_tokens);
   for (int64_t t = 0; t < n_tokens; ++t) {
-    quantize_row(at, x + t * w.n_cols, scratch.data() + t * *act_stride, w.n_cols);
+    quantize_row(at, x + t * w.n_cols, act + t * *act_stride, w.n_cols);
   }
-  return scratch.data();
+  return act;
 }
 
 void dot_rows_ref(const MatrixRef& w, const uint8_t* act, int64_t act_stride, int64_t n_tokens,
@@ -50,6 +59,34 @@ void dot_rows_ref(const MatrixRef& w, const uint8_t* act, int64_t act_stride, in
   }
 }
 
+// Rows per parallel chunk: about 4 chunks per thread, whole kernel row blocks when possible.
+int64_t row_grain(int64_t n_rows, int n_threads) {
+  const int64_t chunks = 4 * static_cast<int64_t>(n_threads);
+  return std::max<int64_t>(1, std::min<int64_t>(16, (n_rows + chunks - 1) / chunks) < 16
+                                  ? (n_rows + chunks - 1) / chunks
+                                  : (n_rows + chunks - 1) / chunks / 16 * 16);
+}
+
+void matmul_fast(const FastKernel& k, const MatrixRef& w, const float* x, int64_t n_tokens,
+                 float* y, CpuArena* arena) {
+  uint8_t* buf = scratch(act_pack_bytes(k.layout, w.n_cols, n_tokens));
+  ActPack act;
+  const int n_threads = arena ? arena->n_threads() : 1;
+  if (n_threads > 1 && n_tokens > 1) {
+    arena->parallel_for(0, n_tokens, (n_tokens + 2 * n_threads - 1) / (2 * n_threads),
+                        [&](int64_t lo, int64_t hi) {
+                          ActPack part;
+                          pack_activations(k.layout, x, w.n_cols, n_tokens, lo, hi, buf, &part);
+                        });
+    pack_activations(k.layout, x, w.n_cols, n_tokens, 0, 0, buf, &act);  // pointers only
+  } else {
+    pack_activations(k.layout, x, w.n_cols, n_tokens, 0, n_tokens, buf, &act);
+  }
+  auto run = [&](int64_t lo, int64_t hi) { k.run(w, act, lo, hi, 0, n_tokens, y, w.n_rows); };
+  if (n_threads == 1) return run(0, w.n_rows);
+  arena->parallel_for(0, w.n_rows, row_grain(w.n_rows, n_threads), run);
+}
+
 }  // namespace
 
 void matmul_ref(const MatrixRef& w, const float* x, int64_t n_tokens, float* y) {
@@ -61,12 +98,20 @@ void matmul_ref(const MatrixRef& w, const float* x, int64_t n_tokens, float* y) 
 
 void matmul(const MatrixRef& w, const float* x, int64_t n_tokens, float* y, CpuArena* arena) {
   check_matrix(w);
+  if (n_tokens <= 0 || w.n_rows <= 0) return;
+  if (const FastKernel* k = find_fast_kernel(w.type, cpu_features())) {
+    return matmul_fast(*k, w, x, n_tokens, y, arena);
+  }
   int64_t act_stride = 0;
   const uint8_t* act = quantize_activations(w, x, n_tokens, &act_stride);
   auto run = [&](int64_t lo, int64_t hi) { dot_rows_ref(w, act, act_stride, n_tokens, y, lo, hi); };
   if (!arena || arena->n_threads() == 1) return run(0, w.n_rows);
-  const int64_t grain = (w.n_rows + 4 * arena->n_threads() - 1) / (4 * arena->n_threads());
-  arena->parallel_for(0, w.n_rows, grain, run);
+  arena->parallel_for(0, w.n_rows, row_grain(w.n_rows, arena->n_threads()), run);
+}
+
+std::string_view matmul_kernel_name(GgmlType type) {
+  const FastKernel* k = find_fast_kernel(type, cpu_features());
+  return k ? k->name : "reference";
 }
 
 }  // namespace tandem

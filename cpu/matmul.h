@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string_view>
 
 #include "cpu/quant_types.h"
 
@@ -26,5 +27,8 @@ void matmul(const MatrixRef& w, const float* x, int64_t n_tokens, float* y, CpuA
 
 // Same contract, always the scalar reference path (for tests).
 void matmul_ref(const MatrixRef& w, const float* x, int64_t n_tokens, float* y);
+
+// Name of the kernel matmul uses for `type` on this CPU ("avx512-vnni q8_0", "reference").
+std::string_view matmul_kernel_name(GgmlType type);
 
 }  // namespace tandem

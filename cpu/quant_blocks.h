@@ -76,7 +76,7 @@ inline constexpr int8_t kMxfp4Values[16] = {0, 1,  2,  3,  4,  6,  8,  12,
                                             0, -1, -2, -3, -4, -6, -8, -12};
 
 // 2^(e-127) / 2, the MXFP4 block scale paired with kMxfp4Values. e < 2 gives a subnormal.
-inline float e8m0_to_fp32_half(uint8_t e) {
+static inline float e8m0_to_fp32_half(uint8_t e) {
   const uint32_t bits = e < 2 ? (0x00200000u << e) : (static_cast<uint32_t>(e - 1) << 23);
   float f;
   __builtin_memcpy(&f, &bits, sizeof f);
@@ -84,7 +84,7 @@ inline float e8m0_to_fp32_half(uint8_t e) {
 }
 
 // Unpacks the 6-bit scale and min of sub-block j (0..7) of a Q4_K / Q5_K block.
-inline void k4_scale_min(int j, const uint8_t* q, uint8_t* sc, uint8_t* m) {
+static inline void k4_scale_min(int j, const uint8_t* q, uint8_t* sc, uint8_t* m) {
   if (j < 4) {
     *sc = q[j] & 63;
     *m = q[j + 4] & 63;
@@ -94,8 +94,9 @@ inline void k4_scale_min(int j, const uint8_t* q, uint8_t* sc, uint8_t* m) {
   }
 }
 
+// (static: these headers are also compiled into the AVX-512 files; keep each copy local.)
 // Round to nearest, ties to even, for |f| < 2^22 (the magic-number trick ggml's quantizers use).
-inline int nearest_int(float f) {
+static inline int nearest_int(float f) {
   const float v = f + 12582912.f;
   int32_t i;
   __builtin_memcpy(&i, &v, sizeof i);

@@ -1,0 +1,204 @@
+// AVX-512 kernels for the K-quants (Q4_K, Q5_K, Q6_K) against q8_K activations.
+// Weights are small unsigned integers, so vpmaddubsw (u8 x s8 -> s16 pairs) is exact, and
+// vpdpwssd applies the per-sub-block scales while accumulating in int32 over a super-block.
+// GCC 12's AVX-512 headers trip -Wmaybe-uninitialized in their own cast helpers (_mm512_undefined
+// idiom); the warnings point into the header, not at this code.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include "cpu/avx512/simd512.h"
+#include "cpu/kernels.h"
+#include "cpu/quant_blocks.h"
+#include "cpu/tile_driver.h"
+
+namespace tandem {
+namespace {
+
+using avx512::f16_scale;
+using avx512::hsum128;
+using avx512::hsum512;
+using avx512::join256;
+
+// Decoded Q4_K/Q5_K super-block: 4 vectors of 64 quants in the order of ActLayout::Q8_K_PERM
+// (sub-blocks 0|2, 1|3, 4|6, 5|7) with matching int16 scale vectors, and the mins.
+struct DecodedK4 {
+  __m512i q[4];
+  __m512i scale[4];
+  __m128i mins;  // 8 x int16
+  float d, dmin;
+};
+
+inline void decode_scales(const uint8_t* packed, DecodedK4* out) {
+  alignas(16) uint8_t sc[8], m[8];
+  for (int j = 0; j < 8; ++j) k4_scale_min(j, packed, &sc[j], &m[j]);
+  static constexpr int kPairs[4][2] = {{0, 2}, {1, 3}, {4, 6}, {5, 7}};
+  for (int k = 0; k < 4; ++k) {
+    out->scale[k] =
+        join256(_mm256_set1_epi16(sc[kPairs[k][0]]), _mm256_set1_epi16(sc[kPairs[k][1]]));
+  }
+  out->mins = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(m)));
+}
+
+inline void decode_nibbles(const uint8_t* qs, DecodedK4* out) {
+  const __m512i mask = _mm512_set1_epi8(0x0F);
+  const __m512i q0 = _mm512_loadu_si512(qs);
+  const __m512i q1 = _mm512_loadu_si512(qs + 64);
+  out->q[0] = _mm512_and_si512(q0, mask);
+  out->q[1] = _mm512_and_si512(_mm512_srli_epi16(q0, 4), mask);
+  out->q[2] = _mm512_and_si512(q1, mask);
+  out->q[3] = _mm512_and_si512(_mm512_srli_epi16(q1, 4), mask);
+}
+
+// Adds 16 to the quants whose fifth bit is set in qh (Q5_K).
+inline void add_high_bits(const uint8_t* qh_bytes, DecodedK4* out) {
+  const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh_bytes));
+  const __m512i qhv = join256(qh, qh);
+  const __m512i sixteen = _mm512_set1_epi8(16);
+  static constexpr int kBits[4][2] = {{0, 2}, {1, 3}, {4, 6}, {5, 7}};
+  for (int k = 0; k < 4; ++k) {
+    const __m512i sel = join256(_mm256_set1_epi8(static_cast<char>(1 << kBits[k][0])),
+                                _mm256_set1_epi8(static_cast<char>(1 << kBits[k][1])));
+    const __mmask64 set = _mm512_test_epi8_mask(qhv, sel);
+    out->q[k] = _mm512_mask_add_epi8(out->q[k], set, out->q[k], sixteen);
+  }
+}
+
+// Accumulates one decoded super-block against NT tokens.
+template <int NT>
+inline void dot_k4(const DecodedK4& w, const ActPack& a, int64_t t0, int64_t i, __m512* acc,
+                   __m128* min_acc) {
+  for (int t = 0; t < NT; ++t) {
+    const uint8_t* aq = a.q + (t0 + t) * a.q_stride + i * kQKK;
+    __m512i isum = _mm512_setzero_si512();
+    for (int k = 0; k < 4; ++k) {
+      const __m512i p = _mm512_maddubs_epi16(w.q[k], _mm512_loadu_si512(aq + 64 * k));
+      isum = _mm512_dpwssd_epi32(isum, p, w.scale[k]);
+    }
+    const float da = a.d[(t0 + t) * a.d_stride + i];
+    acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(w.d * da), acc[t]);
+    const __m128i sums = _mm_loadu_si128(
+        reinterpret_cast<const __m128i*>(a.sums + (t0 + t) * a.sums_stride + i * 8));
+    const __m128 m = _mm_cvtepi32_ps(_mm_madd_epi16(w.mins, sums));
+    min_acc[t] = _mm_fmadd_ps(m, _mm_set1_ps(-w.dmin * da), min_acc[t]);
+  }
+}
+
+template <int NT>
+struct Q4_KRow {
+  static void run(const uint8_t* row, const ActPack& a, int64_t t0, int64_t n_cols, float* out) {
+    const auto* b = reinterpret_cast<const BlockQ4K*>(row);
+    __m512 acc[NT];
+    __m128 min_acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps(), min_acc[t] = _mm_setzero_ps();
+    DecodedK4 w;
+    for (int64_t i = 0; i < n_cols / kQKK; ++i) {
+      w.d = f16_scale(b[i].d);
+      w.dmin = f16_scale(b[i].dmin);
+      decode_scales(b[i].scales, &w);
+      decode_nibbles(b[i].qs, &w);
+      dot_k4<NT>(w, a, t0, i, acc, min_acc);
+    }
+    for (int t = 0; t < NT; ++t) out[t] = hsum512(acc[t]) + hsum128(min_acc[t]);
+  }
+};
+
+template <int NT>
+struct Q5_KRow {
+  static void run(const uint8_t* row, const ActPack& a, int64_t t0, int64_t n_cols, float* out) {
+    const auto* b = reinterpret_cast<const BlockQ5K*>(row);
+    __m512 acc[NT];
+    __m128 min_acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps(), min_acc[t] = _mm_setzero_ps();
+    DecodedK4 w;
+    for (int64_t i = 0; i < n_cols / kQKK; ++i) {
+      w.d = f16_scale(b[i].d);
+      w.dmin = f16_scale(b[i].dmin);
+      decode_scales(b[i].scales, &w);
+      decode_nibbles(b[i].qs, &w);
+      add_high_bits(b[i].qh, &w);
+      dot_k4<NT>(w, a, t0, i, acc, min_acc);
+    }
+    for (int t = 0; t < NT; ++t) out[t] = hsum512(acc[t]) + hsum128(min_acc[t]);
+  }
+};
+
+// Q6_K: one 128-element half = 64 ql bytes (low nibbles: elements 0-63, high: 64-127) and 32 qh
+// bytes (bit pairs 0-1, 2-3, 4-5, 6-7 for elements l, l+32, l+64, l+96): both decoded vectors
+// come out in element order, so activations need no reordering (ActLayout::Q8_K).
+inline void decode_q6k_half(const uint8_t* ql, const uint8_t* qh_bytes, __m512i* lo, __m512i* hi) {
+  const __m512i m4 = _mm512_set1_epi8(0x0F), m2 = _mm512_set1_epi8(0x03);
+  const __m512i l = _mm512_loadu_si512(ql);
+  const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh_bytes));
+  const __m512i qhv = join256(qh, qh);
+  const __m512i shift_lo = join256(_mm256_set1_epi16(0), _mm256_set1_epi16(2));
+  const __m512i shift_hi = join256(_mm256_set1_epi16(4), _mm256_set1_epi16(6));
+  const __m512i h_lo = _mm512_and_si512(_mm512_srlv_epi16(qhv, shift_lo), m2);
+  const __m512i h_hi = _mm512_and_si512(_mm512_srlv_epi16(qhv, shift_hi), m2);
+  *lo = _mm512_or_si512(_mm512_and_si512(l, m4), _mm512_slli_epi16(h_lo, 4));
+  *hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4), _mm512_slli_epi16(h_hi, 4));
+}
+
+template <int NT>
+struct Q6_KRow {
+  static void run(const uint8_t* row, const ActPack& a, int64_t t0, int64_t n_cols, float* out) {
+    const auto* b = reinterpret_cast<const BlockQ6K*>(row);
+    // int16 lane j of vector k covers elements 64k + 2j, +1: sub-block 4k + j / 8.
+    __m512i scale_index[4];
+    for (int k = 0; k < 4; ++k) {
+      alignas(64) int16_t idx[32];
+      for (int j = 0; j < 32; ++j) idx[j] = static_cast<int16_t>(4 * k + j / 8);
+      scale_index[k] = _mm512_load_si512(idx);
+    }
+    __m512 acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n_cols / kQKK; ++i) {
+      __m512i q[4], scale[4];
+      decode_q6k_half(b[i].ql, b[i].qh, &q[0], &q[1]);
+      decode_q6k_half(b[i].ql + 64, b[i].qh + 32, &q[2], &q[3]);
+      const __m256i sc16 =
+          _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b[i].scales)));
+      for (int k = 0; k < 4; ++k) {
+        scale[k] = _mm512_permutexvar_epi16(scale_index[k], _mm512_zextsi256_si512(sc16));
+      }
+      const float d = f16_scale(b[i].d);
+      for (int t = 0; t < NT; ++t) {
+        const uint8_t* aq = a.q + (t0 + t) * a.q_stride + i * kQKK;
+        __m512i isum = _mm512_setzero_si512();
+        for (int k = 0; k < 4; ++k) {
+          const __m512i p = _mm512_maddubs_epi16(q[k], _mm512_loadu_si512(aq + 64 * k));
+          isum = _mm512_dpwssd_epi32(isum, p, scale[k]);
+        }
+        // Quants are stored +32: subtract 32 * sum over sub-blocks of scale * bsum.
+        const __m256i bsums = _mm256_loadu_si256(
+            reinterpret_cast<const __m256i*>(a.sums + (t0 + t) * a.sums_stride + i * 16));
+        const __m256i corr = _mm256_slli_epi32(_mm256_madd_epi16(sc16, bsums), 5);
+        isum = _mm512_sub_epi32(isum, _mm512_zextsi256_si512(corr));
+        const float da = a.d[(t0 + t) * a.d_stride + i];
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(d * da), acc[t]);
+      }
+    }
+    for (int t = 0; t < NT; ++t) out[t] = hsum512(acc[t]);
+  }
+};
+
+const FastKernel kQ4_K{ActLayout::Q8_K_PERM, run_tiles<Q4_KRow>, "avx512-vnni q4_K"};
+const FastKernel kQ5_K{ActLayout::Q8_K_PERM, run_tiles<Q5_KRow>, "avx512-vnni q5_K"};
+const FastKernel kQ6_K{ActLayout::Q8_K, run_tiles<Q6_KRow>, "avx512-vnni q6_K"};
+
+}  // namespace
+
+const FastKernel* avx512_k_kernel(GgmlType type) {
+  switch (type) {
+    case GgmlType::Q4_K:
+      return &kQ4_K;
+    case GgmlType::Q5_K:
+      return &kQ5_K;
+    case GgmlType::Q6_K:
+      return &kQ6_K;
+    default:
+      return nullptr;
+  }
+}
+
+}  // namespace tandem

@@ -1,0 +1,116 @@
+// AVX-512 VNNI kernels for the 32-element formats Q8_0 and Q4_0 against q8_0 activations.
+// vpdpbusd multiplies unsigned by signed bytes, so one operand is made unsigned:
+//  - Q8_0: activations carry +128 (ActLayout::Q8_0_U8); -128 * sum(w) per lane undoes it.
+//  - Q4_0: weights are nibbles w + 8 (unsigned); the activation pack holds -8 * sum(a) per lane.
+// Two blocks fill one 512-bit register; lanes 0-7 belong to the first, 8-15 to the second.
+// GCC 12's AVX-512 headers trip -Wmaybe-uninitialized in their own cast helpers (_mm512_undefined
+// idiom); the warnings point into the header, not at this code.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include "cpu/avx512/simd512.h"
+#include "cpu/kernels.h"
+#include "cpu/quant_blocks.h"
+#include "cpu/tile_driver.h"
+
+namespace tandem {
+namespace {
+
+using avx512::f16_scale;
+using avx512::hsum512;
+using avx512::join256;
+using avx512::join_broadcast;
+
+template <int NT>
+struct Q8_0Row {
+  static void run(const uint8_t* row, const ActPack& a, int64_t t0, int64_t n_cols, float* out) {
+    const auto* b = reinterpret_cast<const BlockQ8_0*>(row);
+    const int64_t nb = n_cols / kQK;
+    const __m512i k128 = _mm512_set1_epi8(static_cast<char>(0x80));
+    const __m512i zero = _mm512_setzero_si512();
+    __m512 acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nb; i += 2) {
+      const bool pair = i + 1 < nb;  // an odd last block runs with a zero upper half
+      const __m256i w_hi = pair ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i + 1].qs))
+                                : _mm256_setzero_si256();
+      const __m512i w =
+          join256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].qs)), w_hi);
+      const __m512i corr = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, k128, w));
+      const __m512 dw = join_broadcast(f16_scale(b[i].d), pair ? f16_scale(b[i + 1].d) : 0.0f);
+      for (int t = 0; t < NT; ++t) {
+        const uint8_t* aq = a.q + (t0 + t) * a.q_stride + i * kQK;
+        const float* ad = a.d + (t0 + t) * a.d_stride + i * 8;
+        const __m512i av =
+            pair ? _mm512_loadu_si512(aq)
+                 : _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(aq)));
+        const __m512 da = pair ? _mm512_loadu_ps(ad) : _mm512_zextps256_ps512(_mm256_loadu_ps(ad));
+        const __m512i s = _mm512_dpbusd_epi32(corr, av, w);
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, da), acc[t]);
+      }
+    }
+    for (int t = 0; t < NT; ++t) out[t] = hsum512(acc[t]);
+  }
+};
+
+// 32 nibbles of one block as bytes in element order (low nibbles = elements 0-15).
+inline __m256i q4_0_block(const BlockQ4_0& blk) {
+  const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.qs));
+  const __m128i m = _mm_set1_epi8(0x0F);
+  return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_and_si128(x, m)),
+                                 _mm_and_si128(_mm_srli_epi16(x, 4), m), 1);
+}
+
+template <int NT>
+struct Q4_0Row {
+  static void run(const uint8_t* row, const ActPack& a, int64_t t0, int64_t n_cols, float* out) {
+    const auto* b = reinterpret_cast<const BlockQ4_0*>(row);
+    const int64_t nb = n_cols / kQK;
+    __m512 acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nb; i += 2) {
+      const bool pair = i + 1 < nb;
+      const __m512i w =
+          join256(q4_0_block(b[i]), pair ? q4_0_block(b[i + 1]) : _mm256_setzero_si256());
+      const __m512 dw = join_broadcast(f16_scale(b[i].d), pair ? f16_scale(b[i + 1].d) : 0.0f);
+      for (int t = 0; t < NT; ++t) {
+        const uint8_t* aq = a.q + (t0 + t) * a.q_stride + i * kQK;
+        const float* ad = a.d + (t0 + t) * a.d_stride + i * 8;
+        const int32_t* ab = a.bias + (t0 + t) * a.bias_stride + i * 8;
+        __m512i av, bias;
+        __m512 da;
+        if (pair) {
+          av = _mm512_loadu_si512(aq);
+          bias = _mm512_loadu_si512(ab);
+          da = _mm512_loadu_ps(ad);
+        } else {
+          av = _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(aq)));
+          bias = _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab)));
+          da = _mm512_zextps256_ps512(_mm256_loadu_ps(ad));
+        }
+        const __m512i s = _mm512_dpbusd_epi32(bias, w, av);
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, da), acc[t]);
+      }
+    }
+    for (int t = 0; t < NT; ++t) out[t] = hsum512(acc[t]);
+  }
+};
+
+const FastKernel kQ8_0{ActLayout::Q8_0_U8, run_tiles<Q8_0Row>, "avx512-vnni q8_0"};
+const FastKernel kQ4_0{ActLayout::Q8_0_I8, run_tiles<Q4_0Row>, "avx512-vnni q4_0"};
+
+}  // namespace
+
+const FastKernel* avx512_q8_kernel(GgmlType type) {
+  switch (type) {
+    case GgmlType::Q8_0:
+      return &kQ8_0;
+    case GgmlType::Q4_0:
+      return &kQ4_0;
+    default:
+      return nullptr;
+  }
+}
+
+}  // namespace tandem

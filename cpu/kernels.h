@@ -1,0 +1,68 @@
+// Internal interface between cpu/matmul.cpp and the SIMD kernels (cpu/avx512/, cpu/avx2/).
+// Activations are quantized with quantize_row (so they equal the reference path's bit for bit)
+// and then repacked into the layout a kernel family streams fastest (ActPack).
+#pragma once
+
+#include <cstdint>
+
+#include "cpu/matmul.h"
+
+namespace tandem {
+
+struct CpuFeatures;
+
+// Activations of n_tokens rows, repacked per kernel family. Per token t:
+//   q + t * q_stride         : bytes: int8/uint8 quants, or f32 / f16 / bf16 values
+//   d + t * d_stride         : float scales (layout per family)
+//   bias + t * bias_stride   : int32 per-lane corrections (Q4_0)
+//   sums + t * sums_stride   : int16 per-sub-block sums of the quants (K-quants)
+struct ActPack {
+  int64_t n_tokens = 0;
+  int64_t n_cols = 0;
+  const uint8_t* q = nullptr;
+  int64_t q_stride = 0;
+  const float* d = nullptr;
+  int64_t d_stride = 0;
+  const int32_t* bias = nullptr;
+  int64_t bias_stride = 0;
+  const int16_t* sums = nullptr;
+  int64_t sums_stride = 0;
+};
+
+// How a kernel family wants its activations.
+enum class ActLayout {
+  F32,        // f32 values
+  F16,        // f32 values rounded to f16 (as llama.cpp rounds them)
+  BF16,       // bf16 values
+  Q8_0_U8,    // q8_0 quants + 128 as uint8; d: 8 copies of each block scale
+  Q8_0_I8,    // q8_0 quants as int8; d: 8 copies per block; bias: -8 * (sum of 4 quants)
+  Q8_K_PERM,  // q8_K quants, 32-element sub-blocks reordered 0,2,1,3,4,6,5,7; d per 256;
+              // sums: 8 sub-block sums per 256
+  Q8_K,       // q8_K quants in order; d per 256; sums: the 16 bsums per 256
+};
+
+// Computes y[t * y_stride + r] for rows [r_lo, r_hi) and tokens [t_lo, t_hi) of one tile.
+using TileKernel = void (*)(const MatrixRef& w, const ActPack& a, int64_t r_lo, int64_t r_hi,
+                            int64_t t_lo, int64_t t_hi, float* y, int64_t y_stride);
+
+struct FastKernel {
+  ActLayout layout;
+  TileKernel run;
+  const char* name;  // "avx512-vnni q8_0"
+};
+
+// The fastest kernel for `type` on a CPU with `features`, or nullptr (reference path).
+const FastKernel* find_fast_kernel(GgmlType type, const CpuFeatures& features);
+
+// Bytes of scratch pack_activations needs.
+int64_t act_pack_bytes(ActLayout layout, int64_t n_cols, int64_t n_tokens);
+// Quantizes/converts tokens [t_lo, t_hi) of x into `scratch` (act_pack_bytes large, 64-byte
+// aligned) and fills *out's pointers (same for every token range).
+void pack_activations(ActLayout layout, const float* x, int64_t n_cols, int64_t n_tokens,
+                      int64_t t_lo, int64_t t_hi, uint8_t* scratch, ActPack* out);
+
+// Kernel tables of each instruction set (defined in cpu/avx512/, cpu/avx2/).
+const FastKernel* avx512_kernel(GgmlType type, bool has_bf16);
+const FastKernel* avx2_kernel(GgmlType type);
+
+}  // namespace tandem

@@ -1,0 +1,55 @@
+// Loop nest shared by the SIMD kernel files: rows are walked in small blocks that stay in
+// L1/L2 while every tile of up to 4 tokens passes over them, so for prefill the weights stream
+// from DRAM once per call, and each weight block is decoded once per 4 tokens.
+// Included only from cpu/avx512/*.cpp and cpu/avx2/*.cpp. Everything here is in an unnamed
+// namespace on purpose: each including file is compiled for a different instruction set, and
+// shared (weak) instantiations would let the linker pick one file's code for all of them.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "cpu/kernels.h"
+
+namespace tandem {
+namespace {
+
+constexpr int kTokenTile = 4;
+constexpr int64_t kRowBlock = 16;
+
+// RowKernel<NT>::run(row_bytes, act, t0, n_cols, out) writes out[0..NT) = dot of one weight
+// row with tokens t0..t0+NT-1. Each token's arithmetic is the same for every NT, so results
+// do not depend on how tokens or rows are split.
+template <template <int> class RowKernel>
+void run_tiles(const MatrixRef& w, const ActPack& a, int64_t r_lo, int64_t r_hi, int64_t t_lo,
+               int64_t t_hi, float* y, int64_t y_stride) {
+  const auto* base = static_cast<const uint8_t*>(w.data);
+  for (int64_t rb = r_lo; rb < r_hi; rb += kRowBlock) {
+    const int64_t re = std::min(rb + kRowBlock, r_hi);
+    for (int64_t t = t_lo; t < t_hi; t += kTokenTile) {
+      const int nt = static_cast<int>(std::min<int64_t>(kTokenTile, t_hi - t));
+      for (int64_t r = rb; r < re; ++r) {
+        const uint8_t* row = base + r * w.row_stride;
+        float out[kTokenTile] = {};
+        switch (nt) {
+          case 4:
+            RowKernel<4>::run(row, a, t, w.n_cols, out);
+            break;
+          case 3:
+            RowKernel<3>::run(row, a, t, w.n_cols, out);
+            break;
+          case 2:
+            RowKernel<2>::run(row, a, t, w.n_cols, out);
+            break;
+          default:
+            RowKernel<1>::run(row, a, t, w.n_cols, out);
+            break;
+        }
+        for (int i = 0; i < nt; ++i) y[(t + i) * y_stride + r] = out[i];
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace tandem

@@ -1,0 +1,125 @@
+// matmul (fast kernels, threads) against matmul_ref, thread-count determinism, CpuArena.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "cpu/arena.h"
+#include "cpu/matmul.h"
+#include "cpu/quant.h"
+
+namespace tandem {
+namespace {
+
+struct Weights {
+  std::vector<uint8_t> bytes;
+  MatrixRef ref;
+};
+
+// n_rows random rows; `pad` extra bytes per row test a row stride larger than the row.
+Weights random_weights(GgmlType type, int64_t n_rows, int64_t n_cols, int64_t pad, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, 0.05f);
+  const int64_t stride = row_bytes(type, n_cols) + pad;
+  Weights w{std::vector<uint8_t>(static_cast<size_t>(stride * n_rows), 0xAB), {}};
+  std::vector<float> row(static_cast<size_t>(n_cols));
+  for (int64_t r = 0; r < n_rows; ++r) {
+    for (float& v : row) v = dist(rng);
+    if (type == GgmlType::MXFP4) {  // no quantizer: random bytes with sane exponents
+      uint8_t* p = w.bytes.data() + r * stride;
+      for (int64_t b = 0; b < row_bytes(type, n_cols); ++b) p[b] = static_cast<uint8_t>(rng());
+      for (int64_t b = 0; b < n_cols / 32; ++b) p[b * 17] = static_cast<uint8_t>(118 + rng() % 8);
+      continue;
+    }
+    quantize_row(type, row.data(), w.bytes.data() + r * stride, n_cols);
+  }
+  w.ref = {type, w.bytes.data(), n_rows, n_cols, stride};
+  return w;
+}
+
+std::vector<float> random_acts(int64_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(n));
+  for (float& v : x) v = dist(rng);
+  return x;
+}
+
+class MatmulAllTypes : public ::testing::TestWithParam<GgmlType> {};
+
+TEST_P(MatmulAllTypes, MatchesReferenceAndIsDeterministic) {
+  const GgmlType type = GetParam();
+  const int64_t n_cols = traits(type).block_elems == 256 ? 768 : 224;
+  const int64_t n_rows = 37, n_tokens = 6;
+  const Weights w = random_weights(type, n_rows, n_cols, 6, 3);
+  const auto x = random_acts(n_cols * n_tokens, 4);
+  std::vector<float> want(static_cast<size_t>(n_rows * n_tokens));
+  matmul_ref(w.ref, x.data(), n_tokens, want.data());
+
+  std::vector<float> single(want.size()), two(want.size()), one_thread(want.size());
+  matmul(w.ref, x.data(), n_tokens, single.data(), nullptr);
+  CpuArena arena2(2), arena1(1);
+  matmul(w.ref, x.data(), n_tokens, two.data(), &arena2);
+  matmul(w.ref, x.data(), n_tokens, one_thread.data(), &arena1);
+  float scale = 0;
+  for (float v : want) scale = std::max(scale, std::fabs(v));
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_NEAR(single[i], want[i], 1e-4f * scale) << matmul_kernel_name(type) << " " << i;
+    // Bit-for-bit the same whatever the thread count.
+    EXPECT_EQ(std::memcmp(&single[i], &two[i], 4), 0) << i;
+    EXPECT_EQ(std::memcmp(&single[i], &one_thread[i], 4), 0) << i;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, MatmulAllTypes,
+                         ::testing::Values(GgmlType::F32, GgmlType::F16, GgmlType::BF16,
+                                           GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0,
+                                           GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::MXFP4,
+                                           GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K),
+                         [](const auto& p) { return std::string(type_name(p.param)); });
+
+TEST(Matmul, ManyTokensSplitAcrossThreads) {
+  const Weights w = random_weights(GgmlType::Q8_0, 70, 512, 0, 5);
+  const auto x = random_acts(512 * 257, 6);
+  std::vector<float> want(70 * 257), got(70 * 257);
+  matmul_ref(w.ref, x.data(), 257, want.data());
+  CpuArena arena(2);
+  matmul(w.ref, x.data(), 257, got.data(), &arena);
+  for (size_t i = 0; i < want.size(); ++i) ASSERT_NEAR(got[i], want[i], 1e-4) << i;
+}
+
+TEST(Matmul, RejectsBadShapes) {
+  const Weights w = random_weights(GgmlType::Q8_0, 2, 64, 0, 1);
+  std::vector<float> x(64), y(2);
+  MatrixRef bad = w.ref;
+  bad.n_cols = 48;
+  EXPECT_THROW(matmul(bad, x.data(), 1, y.data(), nullptr), std::invalid_argument);
+  bad = w.ref;
+  bad.row_stride = 10;
+  EXPECT_THROW(matmul(bad, x.data(), 1, y.data(), nullptr), std::invalid_argument);
+}
+
+TEST(CpuArena, ParallelForCoversRangeOnce) {
+  CpuArena arena(2);
+  EXPECT_EQ(arena.n_threads(), 2);
+  std::vector<std::atomic<int>> hits(1000);
+  arena.parallel_for(3, 1000, 7, [&](int64_t lo, int64_t hi) {
+    EXPECT_LE(hi - lo, 7);
+    for (int64_t i = lo; i < hi; ++i) hits[i].fetch_add(1);
+  });
+  for (int64_t i = 0; i < 1000; ++i) EXPECT_EQ(hits[i].load(), i < 3 ? 0 : 1) << i;
+  arena.parallel_for(5, 5, 1, [&](int64_t, int64_t) { ADD_FAILURE() << "empty range ran"; });
+}
+
+TEST(CpuArena, DefaultUsesPhysicalCores) {
+  CpuArena arena;
+  EXPECT_EQ(arena.n_threads(), physical_core_count());
+  EXPECT_GE(arena.n_threads(), 1);
+  EXPECT_THROW(CpuArena(-1), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace tandem
