@@ -2,13 +2,17 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <vector>
 
 #include "cpu/arena.h"
 #include "cpu/matmul.h"
+#include "cpu/memory_bandwidth.h"
 #include "cpu/quant.h"
 
 namespace tandem {
@@ -119,6 +123,49 @@ TEST(CpuArena, DefaultUsesPhysicalCores) {
   EXPECT_EQ(arena.n_threads(), physical_core_count());
   EXPECT_GE(arena.n_threads(), 1);
   EXPECT_THROW(CpuArena(-1), std::invalid_argument);
+}
+
+// Throughput report, not a test (no assertions): run with
+//   matmul_test --gtest_also_run_disabled_tests --gtest_filter='*Bench*'
+// Decode: one token through 64 experts' worth of 768 x 2048 rows (all experts as one matrix),
+// GB/s of weights streamed vs this machine's measured read bandwidth. Prefill: 512 tokens
+// through one expert.
+double best_seconds(int reps, const std::function<void()>& f) {
+  double best = 1e30;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    best = std::min(best,
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return best;
+}
+
+TEST(MatmulBench, DISABLED_DecodeAndPrefill) {
+  const int64_t n_cols = 2048, n_rows = 768 * 64;
+  for (int n_threads : {1, 2}) {
+    CpuArena arena(n_threads);
+    const double bw = measure_read_bandwidth(&arena, uint64_t{1} << 29, 3);
+    std::printf("threads %d: read bandwidth %.1f GB/s\n", n_threads, bw);
+    for (GgmlType type : {GgmlType::Q8_0, GgmlType::Q4_K}) {
+      const Weights w = random_weights(type, n_rows, n_cols, 0, 7);
+      const auto x = random_acts(n_cols * 512, 8);
+      std::vector<float> y(static_cast<size_t>(n_rows));
+      const double s = best_seconds(5, [&] { matmul(w.ref, x.data(), 1, y.data(), &arena); });
+      const double gbs = static_cast<double>(w.bytes.size()) / s / 1e9;
+      MatrixRef expert = w.ref;
+      expert.n_rows = 768;
+      std::vector<float> y512(static_cast<size_t>(768 * 512));
+      const double sp =
+          best_seconds(3, [&] { matmul(expert, x.data(), 512, y512.data(), &arena); });
+      const double gflops = 2.0 * 768 * n_cols * 512 / sp / 1e9;
+      std::printf(
+          "  %-18s decode %7.2f ms  %5.1f GB/s (%3.0f%% of read bw) | prefill 512 tok x "
+          "768x2048: %6.2f ms, %6.1f GFLOP/s\n",
+          std::string(matmul_kernel_name(type)).c_str(), s * 1e3, gbs, 100 * gbs / bw, sp * 1e3,
+          gflops);
+    }
+  }
 }
 
 }  // namespace

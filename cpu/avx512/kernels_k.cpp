@@ -7,6 +7,8 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
+#include <cstring>
+
 #include "cpu/avx512/simd512.h"
 #include "cpu/kernels.h"
 #include "cpu/quant_blocks.h"
@@ -29,15 +31,37 @@ struct DecodedK4 {
   float d, dmin;
 };
 
-inline void decode_scales(const uint8_t* packed, DecodedK4* out) {
-  alignas(16) uint8_t sc[8], m[8];
-  for (int j = 0; j < 8; ++j) k4_scale_min(j, packed, &sc[j], &m[j]);
-  static constexpr int kPairs[4][2] = {{0, 2}, {1, 3}, {4, 6}, {5, 7}};
-  for (int k = 0; k < 4; ++k) {
-    out->scale[k] =
-        join256(_mm256_set1_epi16(sc[kPairs[k][0]]), _mm256_set1_epi16(sc[kPairs[k][1]]));
+// The 12 packed bytes hold eight 6-bit scales and eight 6-bit mins (see k4_scale_min). Viewed
+// as three little-endian words a, b, c: scales 0-3 = a & 63, scales 4-7 = (c & 15) | (a >> 6) << 4,
+// mins 0-3 = b & 63, mins 4-7 = (c >> 4) | (b >> 6) << 4, bytewise. Done on 32-bit words, then
+// spread into int16 lanes with vpermw, to keep this per-block step short.
+struct ScaleIndex {
+  __m512i pairs[4];
+  ScaleIndex() {
+    static constexpr int kPairs[4][2] = {{0, 2}, {1, 3}, {4, 6}, {5, 7}};
+    for (int k = 0; k < 4; ++k) {
+      alignas(64) int16_t idx[32];
+      for (int j = 0; j < 32; ++j) idx[j] = static_cast<int16_t>(kPairs[k][j / 16]);
+      pairs[k] = _mm512_load_si512(idx);
+    }
   }
-  out->mins = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(m)));
+};
+
+inline void decode_scales(const uint8_t* packed, const ScaleIndex& index, DecodedK4* out) {
+  uint32_t a, b, c;
+  std::memcpy(&a, packed, 4);
+  std::memcpy(&b, packed + 4, 4);
+  std::memcpy(&c, packed + 8, 4);
+  constexpr uint32_t k6 = 0x3f3f3f3f, k4 = 0x0f0f0f0f, k2 = 0x03030303;
+  const uint32_t sc_lo = a & k6;
+  const uint32_t sc_hi = (c & k4) | (((a >> 6) & k2) << 4);
+  const uint32_t m_lo = b & k6;
+  const uint32_t m_hi = ((c >> 4) & k4) | (((b >> 6) & k2) << 4);
+  const __m128i sc8 = _mm_cvtsi64_si128(static_cast<int64_t>(sc_lo | (uint64_t{sc_hi} << 32)));
+  const __m128i m8 = _mm_cvtsi64_si128(static_cast<int64_t>(m_lo | (uint64_t{m_hi} << 32)));
+  const __m512i sc16 = _mm512_zextsi128_si512(_mm_cvtepu8_epi16(sc8));
+  for (int k = 0; k < 4; ++k) out->scale[k] = _mm512_permutexvar_epi16(index.pairs[k], sc16);
+  out->mins = _mm_cvtepu8_epi16(m8);
 }
 
 inline void decode_nibbles(const uint8_t* qs, DecodedK4* out) {
@@ -91,11 +115,12 @@ struct Q4_KRow {
     __m512 acc[NT];
     __m128 min_acc[NT];
     for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps(), min_acc[t] = _mm_setzero_ps();
+    const ScaleIndex index;
     DecodedK4 w;
     for (int64_t i = 0; i < n_cols / kQKK; ++i) {
       w.d = f16_scale(b[i].d);
       w.dmin = f16_scale(b[i].dmin);
-      decode_scales(b[i].scales, &w);
+      decode_scales(b[i].scales, index, &w);
       decode_nibbles(b[i].qs, &w);
       dot_k4<NT>(w, a, t0, i, acc, min_acc);
     }
@@ -110,11 +135,12 @@ struct Q5_KRow {
     __m512 acc[NT];
     __m128 min_acc[NT];
     for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps(), min_acc[t] = _mm_setzero_ps();
+    const ScaleIndex index;
     DecodedK4 w;
     for (int64_t i = 0; i < n_cols / kQKK; ++i) {
       w.d = f16_scale(b[i].d);
       w.dmin = f16_scale(b[i].dmin);
-      decode_scales(b[i].scales, &w);
+      decode_scales(b[i].scales, index, &w);
       decode_nibbles(b[i].qs, &w);
       add_high_bits(b[i].qh, &w);
       dot_k4<NT>(w, a, t0, i, acc, min_acc);
