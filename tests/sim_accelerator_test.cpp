@@ -1,0 +1,369 @@
+// The sim accelerator: memory budget, every device op against the engine's CPU path (bit for
+// bit), stream/event ordering, copy/compute overlap in virtual time, trace output, and the
+// hardware profile loader.
+#include "gpu/sim_accelerator.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "cpu/matmul.h"
+#include "cpu/ops.h"
+#include "cpu/quant.h"
+#include "engine/attention.h"
+#include "engine/moe.h"
+#include "engine/trace.h"
+#include "gpu/sim/sim_accelerator.h"
+
+namespace tandem {
+namespace {
+
+HardwareProfile test_profile() {
+  HardwareProfile p;
+  p.name = "test-gpu";
+  p.vram_bytes = 1ull << 30;
+  p.hbm_gbps = 1000.0;
+  p.fp32_tflops = 80.0;
+  p.fp16_tflops = 160.0;
+  p.bf16_tflops = 160.0;
+  p.int8_tops = 320.0;
+  p.pcie_gbps = 25.0;
+  p.pcie_latency_us = 10.0;
+  p.launch_overhead_us = 5.0;
+  return p;
+}
+
+std::vector<float> random_floats(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+// A host weight matrix in a GGUF type, rows packed at row_bytes.
+struct HostMatrix {
+  GgmlType type;
+  int64_t n_rows, n_cols, stride;
+  std::vector<uint8_t> bytes;
+  MatrixRef ref() const { return MatrixRef{type, bytes.data(), n_rows, n_cols, stride}; }
+};
+
+HostMatrix random_matrix(GgmlType type, int64_t n_rows, int64_t n_cols, uint32_t seed) {
+  HostMatrix m{type, n_rows, n_cols, row_bytes(type, n_cols), {}};
+  m.bytes.resize(static_cast<size_t>(n_rows * m.stride));
+  const std::vector<float> values = random_floats(static_cast<size_t>(n_rows * n_cols), seed, 0.1f);
+  for (int64_t r = 0; r < n_rows; ++r) {
+    quantize_row(type, values.data() + r * n_cols, m.bytes.data() + r * m.stride, n_cols);
+  }
+  return m;
+}
+
+void expect_bitwise_equal(const std::vector<float>& got, const std::vector<float>& want,
+                          const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  for (size_t i = 0; i < got.size(); ++i) {
+    ASSERT_EQ(std::memcmp(&got[i], &want[i], sizeof(float)), 0)
+        << what << ": element " << i << " is " << got[i] << ", CPU gives " << want[i];
+  }
+}
+
+class SimTest : public ::testing::Test {
+ protected:
+  void TearDown() override {
+    for (DeviceBuffer b : owned_) acc_->release(b);
+    EXPECT_EQ(acc_->live_bytes(), 0u) << "device memory leaked";
+  }
+
+  SimAccelerator& sim() { return static_cast<SimAccelerator&>(*acc_); }
+
+  DeviceBuffer alloc(uint64_t bytes) {
+    owned_.push_back(acc_->allocate(bytes));
+    return owned_.back();
+  }
+  DeviceBuffer upload(const void* data, uint64_t bytes, uint64_t pad_front = 0) {
+    DeviceBuffer b = alloc(bytes + pad_front);
+    acc_->copy_to_device(Stream::Compute, b, pad_front, data, bytes);
+    acc_->synchronize(Stream::Compute);
+    return b;
+  }
+  template <class T>
+  DeviceBuffer upload(const std::vector<T>& v) {
+    return upload(v.data(), v.size() * sizeof(T));
+  }
+  DeviceMatrix upload(const HostMatrix& m, uint64_t pad_front = 0) {
+    return DeviceMatrix{m.type,    upload(m.bytes.data(), m.bytes.size(), pad_front),
+                        pad_front, m.n_rows,
+                        m.n_cols,  m.stride};
+  }
+  template <class T = float>
+  std::vector<T> download(DeviceBuffer b, size_t n) {
+    std::vector<T> v(n);
+    acc_->copy_to_host(Stream::Compute, v.data(), b, 0, n * sizeof(T));
+    acc_->synchronize(Stream::Compute);
+    return v;
+  }
+
+  TraceRecorder trace_;
+  std::unique_ptr<Accelerator> acc_ = make_sim_accelerator(test_profile(), 256ull << 20, &trace_);
+  std::vector<DeviceBuffer> owned_;
+};
+
+TEST(SimMemory, BudgetIsEnforcedAndReleasesReturnToZero) {
+  auto acc = make_sim_accelerator(test_profile(), 1000000, nullptr);
+  EXPECT_EQ(acc->memory_budget(), 1000000u);
+  DeviceBuffer a = acc->allocate(600000);
+  DeviceBuffer b = acc->allocate(300000);
+  EXPECT_EQ(acc->live_bytes(), 900000u);
+  try {
+    acc->allocate(200000);
+    FAIL() << "allocation beyond the budget succeeded";
+  } catch (const AcceleratorError& e) {
+    const std::string msg = e.what();
+    for (const char* part : {"200000", "900000", "1000000"}) {
+      EXPECT_NE(msg.find(part), std::string::npos) << "message lacks " << part << ": " << msg;
+    }
+  }
+  EXPECT_EQ(acc->live_bytes(), 900000u);
+  acc->release(a);
+  EXPECT_EQ(acc->live_bytes(), 300000u);
+  DeviceBuffer c = acc->allocate(200000);  // fits now
+  acc->release(b);
+  acc->release(c);
+  EXPECT_EQ(acc->live_bytes(), 0u);
+  EXPECT_THROW(acc->release(c), AcceleratorError);
+  EXPECT_FALSE(acc->allocate(0));  // an empty buffer, nothing allocated
+  EXPECT_EQ(acc->live_bytes(), 0u);
+}
+
+TEST(SimMemory, BudgetZeroMeansProfileVram) {
+  auto acc = make_sim_accelerator(test_profile(), 0, nullptr);
+  EXPECT_EQ(acc->memory_budget(), test_profile().vram_bytes);
+  EXPECT_EQ(acc->name(), "sim (test-gpu)");
+}
+
+TEST_F(SimTest, OutOfRangeArgumentsThrowAtTheCall) {
+  DeviceBuffer small = alloc(16);
+  std::vector<float> host(8);
+  EXPECT_THROW(acc_->copy_to_device(Stream::Copy, small, 8, host.data(), 16), AcceleratorError);
+  EXPECT_THROW(acc_->rms_norm(small, DeviceBuffer{}, 2, 4, 1e-6f, small), AcceleratorError);
+  EXPECT_THROW(acc_->copy_to_host(Stream::Copy, host.data(), DeviceBuffer{99999, 4}, 0, 4),
+               AcceleratorError);
+}
+
+class SimMatmul : public SimTest,
+                  public ::testing::WithParamInterface<std::tuple<GgmlType, int>> {};
+
+TEST_P(SimMatmul, EqualsCpuMatmul) {
+  const auto [type, n_tokens] = GetParam();
+  const int64_t n_rows = 37, n_cols = 512;  // odd row count; 512 fits every block size
+  const HostMatrix w = random_matrix(type, n_rows, n_cols, 7);
+  const std::vector<float> x = random_floats(static_cast<size_t>(n_tokens * n_cols), 11);
+  std::vector<float> want(static_cast<size_t>(n_tokens * n_rows));
+  matmul(w.ref(), x.data(), n_tokens, want.data(), nullptr);
+
+  const DeviceMatrix dw = upload(w, 512);  // weights at a non-zero offset
+  const DeviceBuffer dx = upload(x);
+  const DeviceBuffer dy = alloc(want.size() * sizeof(float));
+  acc_->matmul(dw, dx, n_tokens, dy);
+  expect_bitwise_equal(download(dy, want.size()), want, std::string(type_name(type)));
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, SimMatmul,
+                         ::testing::Combine(::testing::Values(GgmlType::F32, GgmlType::F16,
+                                                              GgmlType::Q8_0, GgmlType::Q4_K),
+                                            ::testing::Values(1, 9)));
+
+// The engine's expert path (run_expert with routing weight 1) is the reference.
+TEST_F(SimTest, ExpertFfnEqualsEngineRunExpert) {
+  const int32_t n_embd = 256, n_ff = 512, n_tokens = 5;
+  const HostMatrix gate = random_matrix(GgmlType::Q4_K, n_ff, n_embd, 1);
+  const HostMatrix up = random_matrix(GgmlType::Q8_0, n_ff, n_embd, 2);
+  const HostMatrix down = random_matrix(GgmlType::Q4_K, n_embd, n_ff, 3);
+  const std::vector<float> x = random_floats(static_cast<size_t>(n_tokens) * n_embd, 4);
+
+  ModelSpec spec;
+  spec.n_embd = n_embd;
+  spec.n_ff_expert = n_ff;
+  LayerWeights w;
+  auto view = [](const HostMatrix& m) {
+    TensorView t;
+    t.type = m.type;
+    t.ne[0] = m.n_cols;
+    t.ne[1] = m.n_rows;
+    t.data = m.bytes.data();
+    return t;
+  };
+  w.gate_exps = view(gate);
+  w.up_exps = view(up);
+  w.down_exps = view(down);
+  Routing routing{n_tokens, 1, std::vector<int32_t>(n_tokens, 0),
+                  std::vector<float>(n_tokens, 1.0f)};
+  ExpertTokens group{0, {0, 1, 2, 3, 4}, {0, 0, 0, 0, 0}};
+  MoeScratch scratch;
+  scratch.slot_out.resize(static_cast<size_t>(n_tokens) * n_embd);
+  run_expert(spec, w, group, routing, x.data(), scratch, nullptr);
+
+  const DeviceExpert e{upload(gate), upload(up), upload(down, 256)};
+  const DeviceBuffer dx = upload(x);
+  const DeviceBuffer scratch_buf = alloc(2ull * n_tokens * n_ff * sizeof(float));
+  const DeviceBuffer out = alloc(static_cast<uint64_t>(n_tokens) * n_embd * sizeof(float));
+  acc_->expert_ffn(e, dx, n_tokens, scratch_buf, out);
+  expect_bitwise_equal(download(out, scratch.slot_out.size()), scratch.slot_out, "expert_ffn");
+}
+
+TEST_F(SimTest, RmsNormEqualsCpu) {
+  const int64_t n_tokens = 3, n = 96;
+  const std::vector<float> x = random_floats(n_tokens * n, 5), w = random_floats(n, 6);
+  std::vector<float> want(x.size()), want_plain(x.size());
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    rms_norm(x.data() + t * n, w.data(), n, 1e-5f, want.data() + t * n);
+    rms_norm(x.data() + t * n, nullptr, n, 1e-5f, want_plain.data() + t * n);
+  }
+  const DeviceBuffer dx = upload(x), dw = upload(w), dy = alloc(x.size() * sizeof(float));
+  acc_->rms_norm(dx, dw, n_tokens, n, 1e-5f, dy);
+  expect_bitwise_equal(download(dy, x.size()), want, "rms_norm");
+  acc_->rms_norm(dx, DeviceBuffer{}, n_tokens, n, 1e-5f, dy);
+  expect_bitwise_equal(download(dy, x.size()), want_plain, "rms_norm without weight");
+}
+
+TEST_F(SimTest, RopeEqualsCpu) {
+  const int64_t n_tokens = 4, n_heads = 3, head_dim = 32, n_rot = 24;
+  const std::vector<int32_t> pos = {0, 5, 17, 1000};
+  for (bool neox : {false, true}) {
+    std::vector<float> want = random_floats(n_tokens * n_heads * head_dim, 8);
+    const DeviceBuffer dx = upload(want), dpos = upload(pos);
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      for (int64_t h = 0; h < n_heads; ++h) {
+        rope(want.data() + (t * n_heads + h) * head_dim, n_rot, pos[t], 10000.0f, 0.5f, neox);
+      }
+    }
+    acc_->rope(dx, dpos, n_tokens, n_heads, head_dim, n_rot, 10000.0f, 0.5f, neox);
+    expect_bitwise_equal(download(dx, want.size()), want, neox ? "rope neox" : "rope normal");
+  }
+}
+
+// Router logits by device matmul, then router_topk, against the engine's compute_routing.
+TEST_F(SimTest, RouterTopkEqualsEngineRouting) {
+  const int32_t n_embd = 64, n_expert = 16, k = 4, n_tokens = 6;
+  for (bool renormalize : {false, true}) {
+    const HostMatrix router = random_matrix(GgmlType::F32, n_expert, n_embd, 9);
+    std::vector<float> xn = random_floats(static_cast<size_t>(n_tokens) * n_embd, 10);
+    std::fill_n(xn.begin() + 5 * n_embd, n_embd, 0.0f);  // token 5: all logits tie
+    ModelSpec spec;
+    spec.n_expert = n_expert;
+    spec.n_expert_used = k;
+    spec.norm_topk = renormalize;
+    LayerWeights w;
+    w.router.type = GgmlType::F32;
+    w.router.ne[0] = n_embd;
+    w.router.ne[1] = n_expert;
+    w.router.data = router.bytes.data();
+    MoeScratch scratch;
+    Routing want;
+    compute_routing(spec, w, xn.data(), n_tokens, scratch, nullptr, want);
+
+    const DeviceMatrix dr = upload(router);
+    const DeviceBuffer dx = upload(xn), logits = alloc(n_tokens * n_expert * sizeof(float));
+    const DeviceBuffer ids = alloc(n_tokens * k * sizeof(int32_t)),
+                       weights = alloc(n_tokens * k * sizeof(float));
+    acc_->matmul(dr, dx, n_tokens, logits);
+    acc_->router_topk(logits, n_tokens, n_expert, k, renormalize, ids, weights);
+    EXPECT_EQ(download<int32_t>(ids, want.expert.size()), want.expert);
+    expect_bitwise_equal(download(weights, want.weight.size()), want.weight, "router weights");
+    EXPECT_EQ(want.expert[5 * k], 0);  // ties resolved to the lowest ids
+  }
+}
+
+// Weighted expert outputs scattered in (token, slot) order equal the engine's combine_slots.
+TEST_F(SimTest, ScatterAddWeightedEqualsEngineCombine) {
+  const int32_t n_tokens = 5, k = 3, width = 40;
+  Routing routing{n_tokens, k, std::vector<int32_t>(n_tokens * k, 0),
+                  random_floats(n_tokens * k, 12)};
+  const std::vector<float> y = random_floats(static_cast<size_t>(n_tokens) * k * width, 13);
+  MoeScratch scratch;
+  scratch.slot_out.resize(y.size());
+  for (size_t i = 0; i < y.size(); ++i) scratch.slot_out[i] = y[i] * routing.weight[i / width];
+  std::vector<float> want(static_cast<size_t>(n_tokens) * width);
+  combine_slots(routing, width, scratch, want.data());
+
+  std::vector<int32_t> index(n_tokens * k);
+  for (int32_t i = 0; i < n_tokens * k; ++i) index[i] = i / k;
+  const DeviceBuffer dy = upload(y), di = upload(index), dw = upload(routing.weight);
+  const DeviceBuffer out = upload(std::vector<float>(want.size(), 0.0f));
+  acc_->scatter_add_weighted(dy, di, dw, n_tokens * k, width, out);
+  expect_bitwise_equal(download(out, want.size()), want, "scatter_add_weighted");
+
+  // An index outside `out` is reported by synchronize, naming the op.
+  const DeviceBuffer bad = upload(std::vector<int32_t>(n_tokens * k, n_tokens));
+  acc_->scatter_add_weighted(dy, bad, dw, n_tokens * k, width, out);
+  try {
+    acc_->synchronize(Stream::Compute);
+    FAIL() << "bad index not reported";
+  } catch (const AcceleratorError& e) {
+    EXPECT_NE(std::string(e.what()).find("scatter_add"), std::string::npos) << e.what();
+  }
+}
+
+// Prefill then decode with GQA against the engine's attend() over its own KV cache.
+TEST_F(SimTest, AttentionEqualsEngineAttend) {
+  ModelSpec spec;
+  spec.n_head = 4;
+  spec.n_head_kv = 2;
+  spec.head_dim = 16;
+  const int32_t n_ctx = 12, q_dim = spec.q_dim(), kv_dim = spec.kv_dim();
+  KvCache cache(1, 1, n_ctx, kv_dim, KvType::F32);
+  const DeviceBuffer k_cache = alloc(n_ctx * kv_dim * sizeof(float)),
+                     v_cache = alloc(n_ctx * kv_dim * sizeof(float));
+  int32_t pos0 = 0;
+  for (int32_t n_tokens : {5, 1, 3}) {
+    std::vector<BatchEntry> batch;
+    for (int32_t t = 0; t < n_tokens; ++t) batch.push_back(BatchEntry{0, pos0 + t, 0, true});
+    const auto q = random_floats(n_tokens * q_dim, 20 + pos0),
+               k = random_floats(n_tokens * kv_dim, 30 + pos0),
+               v = random_floats(n_tokens * kv_dim, 40 + pos0);
+    cache.store(0, batch, k.data(), v.data());
+    std::vector<float> want(q.size());
+    attend(spec, cache, 0, batch, q.data(), want.data(), nullptr);
+
+    const DeviceBuffer dq = upload(q), dk = upload(k), dv = upload(v),
+                       out = alloc(q.size() * sizeof(float));
+    acc_->attention(dq, dk, dv, k_cache, v_cache, pos0, n_tokens, spec.n_head, spec.n_head_kv,
+                    spec.head_dim, out);
+    expect_bitwise_equal(download(out, want.size()), want,
+                         "attention at pos0 " + std::to_string(pos0));
+    pos0 += n_tokens;
+  }
+  EXPECT_THROW(acc_->attention(k_cache, k_cache, k_cache, k_cache, v_cache, 10, 3, spec.n_head,
+                               spec.n_head_kv, spec.head_dim, k_cache),
+               AcceleratorError);  // past the cache's 12 positions
+}
+
+TEST_F(SimTest, EmbeddingEqualsDequantizedRows) {
+  const HostMatrix table = random_matrix(GgmlType::Q8_0, 50, 64, 14);
+  const std::vector<int32_t> ids = {3, 0, 49, 3};
+  std::vector<float> want(ids.size() * 64);
+  for (size_t t = 0; t < ids.size(); ++t) {
+    dequantize_row(table.type, table.bytes.data() + ids[t] * table.stride, want.data() + t * 64,
+                   64);
+  }
+  const DeviceMatrix dt = upload(table);
+  const DeviceBuffer di = upload(ids), y = alloc(want.size() * sizeof(float));
+  acc_->embedding(dt, di, static_cast<int64_t>(ids.size()), y);
+  expect_bitwise_equal(download(y, want.size()), want, "embedding");
+
+  const DeviceBuffer bad = upload(std::vector<int32_t>{50});
+  acc_->embedding(dt, bad, 1, y);
+  EXPECT_THROW(acc_->synchronize(Stream::Compute), AcceleratorError);
+}
+
+}  // namespace
+}  // namespace tandem
