@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "cpu/arena.h"
+#include "cpu/attention_kernels.h"
 #include "cpu/half.h"
 #include "cpu/ops.h"
 
@@ -46,24 +47,6 @@ void KvCache::store(int32_t layer, std::span<const BatchEntry> batch, const floa
   }
 }
 
-void KvCache::load_k(int32_t layer, int32_t seq, int32_t pos, float* out) const {
-  const size_t at = index(layer, seq, pos);
-  if (type_ == KvType::F32) {
-    std::copy_n(k32_.data() + at, kv_dim_, out);
-  } else {
-    for (int32_t i = 0; i < kv_dim_; ++i) out[i] = fp16_to_fp32(k16_[at + i]);
-  }
-}
-
-void KvCache::load_v(int32_t layer, int32_t seq, int32_t pos, float* out) const {
-  const size_t at = index(layer, seq, pos);
-  if (type_ == KvType::F32) {
-    std::copy_n(v32_.data() + at, kv_dim_, out);
-  } else {
-    for (int32_t i = 0; i < kv_dim_; ++i) out[i] = fp16_to_fp32(v16_[at + i]);
-  }
-}
-
 void normalize_and_rotate_qk(const ModelSpec& s, const LayerWeights& w,
                              std::span<const BatchEntry> batch, float* q, float* k) {
   const bool neox = s.rope_style == RopeStyle::Neox;
@@ -91,30 +74,34 @@ void normalize_and_rotate_qk(const ModelSpec& s, const LayerWeights& w,
 
 namespace {
 
-// One query head of one token against positions 0..n_pos-1 of its sequence.
-void attend_head(const ModelSpec& s, const KvCache& kv, int32_t layer, const BatchEntry& e,
-                 int32_t head, const float* qh, float* out, std::vector<float>& scores,
-                 std::vector<float>& row) {
-  const int32_t n_pos = e.pos + 1;
-  const int32_t kv_head = head / (s.n_head / s.n_head_kv);
-  const float scale = 1.0f / std::sqrt(static_cast<float>(s.head_dim));
+// The n_rep query heads that share kv head `kv_head`, for one token: scores against every
+// cached position up to the token's own, softmax, weighted sum of values. Each key and value
+// row is read straight from the cache.
+void attend_group(const ModelSpec& s, const KvCache& kv, int32_t layer, const BatchEntry& e,
+                  int32_t kv_head, const float* q, float* out, std::vector<float>& scores,
+                  std::vector<float>& q_rounded) {
+  const AttentionKernels& kern = attention_kernels();
+  const int64_t n_pos = e.pos + 1, hd = s.head_dim, stride = kv.kv_dim();
+  const int32_t n_rep = s.n_head / s.n_head_kv;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const bool f16 = kv.type() == KvType::F16;
   scores.resize(n_pos);
-  row.resize(kv.kv_dim());
-  for (int32_t p = 0; p < n_pos; ++p) {
-    kv.load_k(layer, e.seq, p, row.data());
-    const float* kh = row.data() + kv_head * s.head_dim;
-    float dot = 0.0f;
-    // An f16 cache sees an f16 query too, as llama.cpp's flash attention does.
-    for (int32_t i = 0; i < s.head_dim; ++i) dot += (f16 ? round_fp16(qh[i]) : qh[i]) * kh[i];
-    scores[p] = dot * scale;
-  }
-  softmax(scores.data(), n_pos);
-  for (int32_t i = 0; i < s.head_dim; ++i) out[i] = 0.0f;
-  for (int32_t p = 0; p < n_pos; ++p) {
-    kv.load_v(layer, e.seq, p, row.data());
-    const float* vh = row.data() + kv_head * s.head_dim;
-    for (int32_t i = 0; i < s.head_dim; ++i) out[i] += scores[p] * vh[i];
+  q_rounded.resize(hd);
+  for (int32_t r = 0; r < n_rep; ++r) {
+    const int32_t h = kv_head * n_rep + r;
+    const float* qh = q + h * hd;
+    float* oh = out + h * hd;
+    if (f16) {
+      // An f16 cache sees an f16 query too, as llama.cpp's flash attention does.
+      for (int64_t i = 0; i < hd; ++i) q_rounded[i] = round_fp16(qh[i]);
+      kern.scores_f16(q_rounded.data(), kv.keys_f16(layer, e.seq) + kv_head * hd, stride, n_pos, hd, scale, scores.data());
+      kern.softmax(scores.data(), n_pos);
+      kern.weighted_sum_f16(scores.data(), kv.values_f16(layer, e.seq) + kv_head * hd, stride, n_pos, hd, oh);
+    } else {
+      kern.scores_f32(qh, kv.keys_f32(layer, e.seq) + kv_head * hd, stride, n_pos, hd, scale, scores.data());
+      kern.softmax(scores.data(), n_pos);
+      kern.weighted_sum_f32(scores.data(), kv.values_f32(layer, e.seq) + kv_head * hd, stride, n_pos, hd, oh);
+    }
   }
 }
 
@@ -122,14 +109,13 @@ void attend_head(const ModelSpec& s, const KvCache& kv, int32_t layer, const Bat
 
 void attend(const ModelSpec& s, const KvCache& kv, int32_t layer, std::span<const BatchEntry> batch,
             const float* q, float* out, CpuArena* arena) {
-  const int64_t n_items = static_cast<int64_t>(batch.size()) * s.n_head;
+  const int64_t n_items = static_cast<int64_t>(batch.size()) * s.n_head_kv;
   auto work = [&](int64_t lo, int64_t hi) {
-    thread_local std::vector<float> scores, row;
+    thread_local std::vector<float> scores, q_rounded;
     for (int64_t i = lo; i < hi; ++i) {
-      const int64_t t = i / s.n_head;
-      const int32_t h = static_cast<int32_t>(i % s.n_head);
-      attend_head(s, kv, layer, batch[t], h, q + t * s.q_dim() + h * s.head_dim,
-                  out + t * s.q_dim() + h * s.head_dim, scores, row);
+      const int64_t t = i / s.n_head_kv;
+      const int32_t g = static_cast<int32_t>(i % s.n_head_kv);
+      attend_group(s, kv, layer, batch[t], g, q + t * s.q_dim(), out + t * s.q_dim(), scores, q_rounded);
     }
   };
   if (arena) {

@@ -20,9 +20,12 @@ class KvCache {
 
   // Writes the batch's k and v rows ([n_tokens][kv_dim]) at their (seq, pos).
   void store(int32_t layer, std::span<const BatchEntry> batch, const float* k, const float* v);
-  // Row of kv_dim values as floats (converted when the cache is f16) into out.
-  void load_k(int32_t layer, int32_t seq, int32_t pos, float* out) const;
-  void load_v(int32_t layer, int32_t seq, int32_t pos, float* out) const;
+  // Position 0 of a sequence's keys / values in one layer: rows of kv_dim elements, in f32
+  // (the *_f32 forms, for an F32 cache) or f16 bit patterns (the *_f16 forms).
+  const float* keys_f32(int32_t layer, int32_t seq) const { return k32_.data() + index(layer, seq, 0); }
+  const float* values_f32(int32_t layer, int32_t seq) const { return v32_.data() + index(layer, seq, 0); }
+  const uint16_t* keys_f16(int32_t layer, int32_t seq) const { return k16_.data() + index(layer, seq, 0); }
+  const uint16_t* values_f16(int32_t layer, int32_t seq) const { return v16_.data() + index(layer, seq, 0); }
 
   KvType type() const { return type_; }
   int32_t kv_dim() const { return kv_dim_; }

@@ -121,15 +121,16 @@ INSTANTIATE_TEST_SUITE_P(
     name_of);
 
 // Strict reference: f32 K/V cache, no flash attention; llama.cpp's activation rounding is
-// emulated, so rows agree to ~5e-6. Known limit: in the Q4_K_M file, case 1 departs at
-// position 6 (~1e-2 on every later row, no routing near-tie there); llama.cpp runs Q4_K weights
-// through repacked 4-row GEMM kernels whose float accumulation order we do not reproduce.
-// Cases 0 and 2 (and case 1 up to position 5) still agree to 5e-6.
+// emulated, so rows agree to ~5e-6. In the quantized files a few rows depart (~1e-2): an
+// activation sitting on a rounding tie of the q8 quantization goes the other way when the
+// float summation order before it differs from llama.cpp's (we measured 68/74 rows within
+// 1e-4 for q8_0 and Q4_K_M; which rows depart moves with kernel changes), and the departure
+// then carries through attention. The f32 file has no such ties.
 INSTANTIATE_TEST_SUITE_P(
     Exact, GoldenParity,
     testing::Values(GoldenSpec{"golden-exact", "tiny-qwen3moe-f32", 1e-4, 0.95, 0.3, KvType::F32},
-                    GoldenSpec{"golden-exact", "tiny-qwen3moe-q8_0", 1e-4, 0.9, 0.3, KvType::F32},
-                    GoldenSpec{"golden-exact", "tiny-qwen3moe-q4_k_m", 1e-4, 0.5, 0.3, KvType::F32}),
+                    GoldenSpec{"golden-exact", "tiny-qwen3moe-q8_0", 1e-4, 0.75, 0.3, KvType::F32},
+                    GoldenSpec{"golden-exact", "tiny-qwen3moe-q4_k_m", 1e-4, 0.75, 0.3, KvType::F32}),
     name_of);
 
 // The prompt as one batch and the same tokens one at a time give the same logits.

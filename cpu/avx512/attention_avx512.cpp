@@ -1,0 +1,125 @@
+// AVX-512 attention loops: 16 floats per step, f16 caches widened with vcvtph2ps.
+#include <immintrin.h>
+
+#include <cmath>
+
+#include "cpu/attention_kernels.h"
+#include "cpu/avx512/simd512.h"
+#include "cpu/half.h"
+
+namespace tandem {
+namespace {
+
+using avx512::hsum512;
+
+// Horizontal max (GCC 12 warns falsely on _mm512_reduce_max_ps under -Werror).
+inline float hmax512(__m512 v) {
+  const __m256 lo = _mm512_castps512_ps256(v);
+  const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+  __m128 m = _mm256_castps256_ps128(_mm256_max_ps(lo, hi));
+  m = _mm_max_ps(m, _mm256_extractf128_ps(_mm256_max_ps(lo, hi), 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_movehdup_ps(m));
+  return _mm_cvtss_f32(m);
+}
+
+inline __m512 load_row(const float* p) { return _mm512_loadu_ps(p); }
+inline __m512 load_row(const uint16_t* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+inline __m512 load_tail(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+inline __m512 load_tail(const uint16_t* p, __mmask16 m) {
+  return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
+}
+
+template <class K>
+void scores(const float* q, const K* k, int64_t stride, int64_t n_pos, int64_t dim, float scale, float* out) {
+  const int64_t full = dim & ~int64_t{15};
+  const __mmask16 tail = static_cast<__mmask16>((1u << (dim - full)) - 1);
+  for (int64_t p = 0; p < n_pos; ++p) {
+    const K* row = k + p * stride;
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t i = 0; i < full; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + i), load_row(row + i), acc);
+    if (tail) acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, q + full), load_tail(row + full, tail), acc);
+    out[p] = hsum512(acc) * scale;
+  }
+}
+
+template <class V>
+void weighted_sum(const float* w, const V* v, int64_t stride, int64_t n_pos, int64_t dim, float* out) {
+  int64_t i = 0;
+  // Four output registers at a time keep the FMA units busy while rows stream in.
+  for (; i + 64 <= dim; i += 64) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int64_t p = 0; p < n_pos; ++p) {
+      const __m512 wp = _mm512_set1_ps(w[p]);
+      const V* row = v + p * stride + i;
+      a0 = _mm512_fmadd_ps(wp, load_row(row), a0);
+      a1 = _mm512_fmadd_ps(wp, load_row(row + 16), a1);
+      a2 = _mm512_fmadd_ps(wp, load_row(row + 32), a2);
+      a3 = _mm512_fmadd_ps(wp, load_row(row + 48), a3);
+    }
+    _mm512_storeu_ps(out + i, a0);
+    _mm512_storeu_ps(out + i + 16, a1);
+    _mm512_storeu_ps(out + i + 32, a2);
+    _mm512_storeu_ps(out + i + 48, a3);
+  }
+  for (; i < dim; i += 16) {
+    const __mmask16 m = static_cast<__mmask16>(dim - i >= 16 ? 0xFFFF : (1u << (dim - i)) - 1);
+    __m512 a = _mm512_setzero_ps();
+    for (int64_t p = 0; p < n_pos; ++p) a = _mm512_fmadd_ps(_mm512_set1_ps(w[p]), load_tail(v + p * stride + i, m), a);
+    _mm512_mask_storeu_ps(out + i, m, a);
+  }
+}
+
+// e^x for x <= 0 (attention scores minus their max): x = n ln2 + r, |r| <= ln2/2, degree-7
+// Taylor polynomial in r (relative error ~1e-7), then scaled by 2^n.
+inline __m512 exp_nonpositive(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-103.0f));  // below this e^x is 0 in float
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.0f / 5040);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(p, n);
+}
+
+void softmax(float* x, int64_t n) {
+  __m512 vmax = _mm512_set1_ps(-INFINITY);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(x + i));
+  float max = hmax512(vmax);
+  for (int64_t j = i; j < n; ++j) max = x[j] > max ? x[j] : max;
+  const __m512 vm = _mm512_set1_ps(max);
+  __m512 vsum = _mm512_setzero_ps();
+  for (i = 0; i + 16 <= n; i += 16) {
+    const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(x + i), vm));
+    _mm512_storeu_ps(x + i, e);
+    vsum = _mm512_add_ps(vsum, e);
+  }
+  if (i < n) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
+    const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), vm));
+    _mm512_mask_storeu_ps(x + i, m, e);
+    vsum = _mm512_add_ps(vsum, _mm512_maskz_mov_ps(m, e));
+  }
+  const __m512 inv = _mm512_set1_ps(1.0f / hsum512(vsum));
+  for (i = 0; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), inv));
+  for (; i < n; ++i) x[i] *= _mm512_cvtss_f32(inv);
+}
+
+const AttentionKernels kAvx512 = {scores<float>, scores<uint16_t>, weighted_sum<float>, weighted_sum<uint16_t>,
+                                  softmax};
+
+}  // namespace
+
+const AttentionKernels& attention_kernels_avx512() { return kAvx512; }
+
+}  // namespace tandem
