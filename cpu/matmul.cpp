@@ -27,9 +27,22 @@ void check_matrix(const MatrixRef& w) {
   }
 }
 
-// Per calling thread, grown to the largest request and then reused: no steady-state allocation.
+// Scratch per calling thread and nesting depth, grown to the largest request and then reused:
+// no steady-state allocation. The depth matters because a thread waiting inside parallel_for
+// may steal another task that calls matmul again before the outer call is done with its buffer.
+thread_local int tls_depth = 0;
+
+struct DepthGuard {
+  DepthGuard() { ++tls_depth; }
+  ~DepthGuard() { --tls_depth; }
+  DepthGuard(const DepthGuard&) = delete;
+  DepthGuard& operator=(const DepthGuard&) = delete;
+};
+
 uint8_t* scratch(int64_t bytes) {
-  thread_local std::vector<uint8_t> buffer;
+  thread_local std::vector<std::vector<uint8_t>> buffers;
+  if (buffers.size() < static_cast<size_t>(tls_depth) + 1) buffers.resize(tls_depth + 1);
+  std::vector<uint8_t>& buffer = buffers[tls_depth];
   const size_t need = static_cast<size_t>(bytes) + 64;
   if (buffer.size() < need) buffer.resize(need);
   const auto addr = reinterpret_cast<uintptr_t>(buffer.data());
@@ -59,12 +72,12 @@ void dot_rows_ref(const MatrixRef& w, const uint8_t* act, int64_t act_stride, in
   }
 }
 
-// Rows per parallel chunk: about 4 chunks per thread, whole kernel row blocks when possible.
+// Rows per parallel chunk: about 4 chunks per thread (load balance), in whole 16-row blocks
+// once chunks are that large (the kernels' row block).
 int64_t row_grain(int64_t n_rows, int n_threads) {
   const int64_t chunks = 4 * static_cast<int64_t>(n_threads);
-  return std::max<int64_t>(1, std::min<int64_t>(16, (n_rows + chunks - 1) / chunks) < 16
-                                  ? (n_rows + chunks - 1) / chunks
-                                  : (n_rows + chunks - 1) / chunks / 16 * 16);
+  const int64_t grain = (n_rows + chunks - 1) / chunks;
+  return grain < 16 ? std::max<int64_t>(grain, 1) : (grain + 15) / 16 * 16;
 }
 
 void matmul_fast(const FastKernel& k, const MatrixRef& w, const float* x, int64_t n_tokens,
@@ -91,6 +104,7 @@ void matmul_fast(const FastKernel& k, const MatrixRef& w, const float* x, int64_
 
 void matmul_ref(const MatrixRef& w, const float* x, int64_t n_tokens, float* y) {
   check_matrix(w);
+  const DepthGuard depth;
   int64_t act_stride = 0;
   const uint8_t* act = quantize_activations(w, x, n_tokens, &act_stride);
   dot_rows_ref(w, act, act_stride, n_tokens, y, 0, w.n_rows);
@@ -99,6 +113,7 @@ void matmul_ref(const MatrixRef& w, const float* x, int64_t n_tokens, float* y) 
 void matmul(const MatrixRef& w, const float* x, int64_t n_tokens, float* y, CpuArena* arena) {
   check_matrix(w);
   if (n_tokens <= 0 || w.n_rows <= 0) return;
+  const DepthGuard depth;
   if (const FastKernel* k = find_fast_kernel(w.type, cpu_features())) {
     return matmul_fast(*k, w, x, n_tokens, y, arena);
   }

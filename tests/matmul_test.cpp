@@ -95,6 +95,24 @@ TEST(Matmul, ManyTokensSplitAcrossThreads) {
   for (size_t i = 0; i < want.size(); ++i) ASSERT_NEAR(got[i], want[i], 1e-4) << i;
 }
 
+TEST(Matmul, NestedInsideArenaTasks) {
+  // Expert-parallel callers run matmul from arena tasks with the same arena; buffers of an outer
+  // call must survive a nested call that a waiting thread picks up.
+  CpuArena arena(2);
+  std::vector<Weights> experts;
+  for (uint32_t e = 0; e < 6; ++e) experts.push_back(random_weights(GgmlType::Q4_K, 40, 512, 0, e));
+  const auto x = random_acts(512 * 9, 11);
+  std::vector<std::vector<float>> got(6, std::vector<float>(40 * 9));
+  arena.parallel_for(0, 6, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t e = lo; e < hi; ++e) matmul(experts[e].ref, x.data(), 9, got[e].data(), &arena);
+  });
+  for (int e = 0; e < 6; ++e) {
+    std::vector<float> want(40 * 9);
+    matmul_ref(experts[e].ref, x.data(), 9, want.data());
+    for (size_t i = 0; i < want.size(); ++i) ASSERT_NEAR(got[e][i], want[i], 1e-4) << e << " " << i;
+  }
+}
+
 TEST(Matmul, RejectsBadShapes) {
   const Weights w = random_weights(GgmlType::Q8_0, 2, 64, 0, 1);
   std::vector<float> x(64), y(2);
