@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,7 @@
 #include "engine/moe.h"
 #include "engine/trace.h"
 #include "gpu/sim/sim_accelerator.h"
+#include "gpu/sim/sim_kernels.h"
 
 namespace tandem {
 namespace {
@@ -363,6 +365,203 @@ TEST_F(SimTest, EmbeddingEqualsDequantizedRows) {
   const DeviceBuffer bad = upload(std::vector<int32_t>{50});
   acc_->embedding(dt, bad, 1, y);
   EXPECT_THROW(acc_->synchronize(Stream::Compute), AcceleratorError);
+}
+
+// A compute op that waits on the copy stream's event sees the copied weights, even though the
+// copy stream is busy with a large transfer queued before them.
+TEST_F(SimTest, ComputeWaitingOnCopyEventSeesCopiedData) {
+  const HostMatrix w = random_matrix(GgmlType::Q8_0, 64, 256, 15);
+  const std::vector<float> x = random_floats(2 * 256, 16);
+  std::vector<float> want(2 * 64);
+  matmul(w.ref(), x.data(), 2, want.data(), nullptr);
+
+  const std::vector<uint8_t> big(48u << 20, 1);
+  const DeviceBuffer dbig = alloc(big.size());
+  const DeviceBuffer dw = alloc(w.bytes.size());
+  const DeviceBuffer dx = upload(x), dy = alloc(want.size() * sizeof(float));
+  acc_->copy_to_device(Stream::Copy, dbig, 0, big.data(), big.size());
+  acc_->copy_to_device(Stream::Copy, dw, 0, w.bytes.data(), w.bytes.size());
+  const Event copied = acc_->record(Stream::Copy);
+  acc_->wait(Stream::Compute, copied);
+  acc_->matmul(DeviceMatrix{w.type, dw, 0, w.n_rows, w.n_cols, w.stride}, dx, 2, dy);
+  expect_bitwise_equal(download(dy, want.size()), want, "matmul after copy event");
+  acc_->synchronize(Stream::Copy);
+  // In virtual time the matmul ran after both copies.
+  EXPECT_GE(sim().clock_us(Stream::Compute), sim().clock_us(Stream::Copy));
+  acc_->wait(Stream::Compute, Event{});  // the empty event is already complete
+}
+
+struct Span {
+  double start, end;
+};
+
+std::vector<Span> spans_on(const TraceRecorder& trace, const std::string& track,
+                           const std::string& prefix) {
+  std::vector<Span> out;
+  for (const TraceSpan& s : trace.spans()) {
+    if (s.track == track && s.name.rfind(prefix, 0) == 0)
+      out.push_back({s.start_us, s.start_us + s.dur_us});
+  }
+  return out;
+}
+
+// Layer l's experts compute from one of two device slots while layer l+1's weights are copied
+// into the other: the trace must show copies overlapping compute in virtual time, with every
+// dependency respected, and the results must equal the CPU.
+TEST_F(SimTest, CopiesOfNextLayerOverlapComputeInVirtualTime) {
+  const int n_layers = 4, n_experts = 2, n_tokens = 4, n_embd = 256, n_ff = 512;
+  std::vector<std::vector<HostMatrix>> layers(n_layers);  // [layer][expert * 3 + {gate, up, down}]
+  std::vector<std::vector<uint8_t>> blobs(n_layers);      // each layer's weights, contiguous
+  for (int l = 0; l < n_layers; ++l) {
+    for (int e = 0; e < n_experts; ++e) {
+      const uint32_t seed = 100 + 10 * l + 3 * e;
+      layers[l].push_back(random_matrix(GgmlType::Q8_0, n_ff, n_embd, seed));
+      layers[l].push_back(random_matrix(GgmlType::Q8_0, n_ff, n_embd, seed + 1));
+      layers[l].push_back(random_matrix(GgmlType::Q8_0, n_embd, n_ff, seed + 2));
+    }
+    for (const HostMatrix& m : layers[l])
+      blobs[l].insert(blobs[l].end(), m.bytes.begin(), m.bytes.end());
+  }
+  const std::vector<float> x = random_floats(n_tokens * n_embd, 17);
+  const DeviceBuffer dx = upload(x), scratch = alloc(2ull * n_tokens * n_ff * sizeof(float));
+  const DeviceBuffer slot[2] = {alloc(blobs[0].size()), alloc(blobs[0].size())};
+  std::vector<DeviceBuffer> outs;
+  for (int i = 0; i < n_layers * n_experts; ++i)
+    outs.push_back(alloc(n_tokens * n_embd * sizeof(float)));
+
+  std::vector<Event> copied(n_layers), computed(n_layers);
+  acc_->copy_to_device(Stream::Copy, slot[0], 0, blobs[0].data(), blobs[0].size());
+  copied[0] = acc_->record(Stream::Copy);
+  for (int l = 0; l < n_layers; ++l) {
+    if (l + 1 < n_layers) {
+      // Slot (l+1)%2 is free once layer l-1 (which used it) has computed.
+      if (l >= 1) acc_->wait(Stream::Copy, computed[l - 1]);
+      acc_->copy_to_device(Stream::Copy, slot[(l + 1) % 2], 0, blobs[l + 1].data(),
+                           blobs[l + 1].size());
+      copied[l + 1] = acc_->record(Stream::Copy);
+    }
+    acc_->wait(Stream::Compute, copied[l]);
+    uint64_t offset = 0;
+    std::vector<DeviceMatrix> m;
+    for (const HostMatrix& h : layers[l]) {
+      m.push_back(DeviceMatrix{h.type, slot[l % 2], offset, h.n_rows, h.n_cols, h.stride});
+      offset += h.bytes.size();
+    }
+    for (int e = 0; e < n_experts; ++e) {
+      acc_->expert_ffn(DeviceExpert{m[3 * e], m[3 * e + 1], m[3 * e + 2]}, dx, n_tokens, scratch,
+                       outs[l * n_experts + e]);
+    }
+    computed[l] = acc_->record(Stream::Compute);
+  }
+  acc_->synchronize(Stream::Copy);
+  acc_->synchronize(Stream::Compute);
+
+  for (int l = 0; l < n_layers; ++l) {
+    for (int e = 0; e < n_experts; ++e) {
+      std::vector<float> scratch_host(2 * n_tokens * n_ff), want(n_tokens * n_embd);
+      const HostMatrix* h = &layers[l][3 * e];
+      sim_expert_ffn(h[0].ref(), h[1].ref(), h[2].ref(), x.data(), n_tokens, scratch_host.data(),
+                     want.data());
+      expect_bitwise_equal(download(outs[l * n_experts + e], want.size()), want,
+                           "layer " + std::to_string(l));
+    }
+  }
+
+  const std::vector<Span> copies = spans_on(trace_, "sim pcie copy", "h2d");
+  const std::vector<Span> experts = spans_on(trace_, "sim gpu compute", "expert_ffn");
+  ASSERT_EQ(copies.size(), static_cast<size_t>(n_layers));
+  ASSERT_EQ(experts.size(), static_cast<size_t>(n_layers * n_experts));
+  double serial = 0.0, makespan = 0.0;
+  int n_overlapping = 0;
+  for (int l = 0; l < n_layers; ++l) {
+    const Span first = experts[l * n_experts], last = experts[l * n_experts + n_experts - 1];
+    EXPECT_GE(first.start, copies[l].end)
+        << "layer " << l << " computed before its weights arrived";
+    if (l >= 2) {
+      EXPECT_GE(copies[l].start, experts[(l - 1) * n_experts - 1].end) << "slot overwritten in use";
+    }
+    if (l + 1 < n_layers && copies[l + 1].start < last.end && first.start < copies[l + 1].end)
+      ++n_overlapping;
+  }
+  for (const auto* list : {&copies, &experts}) {
+    for (const Span& s : *list) {
+      serial += s.end - s.start;
+      makespan = std::max(makespan, s.end);
+    }
+  }
+  EXPECT_GE(n_overlapping, n_layers - 1)
+      << "copies of layer l+1 never overlapped layer l's compute";
+  EXPECT_LT(makespan - copies[0].start, serial) << "no time saved by overlap";
+
+  // The same spans reach the Chrome trace with the sim tracks named.
+  const nlohmann::json doc = nlohmann::json::parse(trace_.chrome_trace_json());
+  std::set<std::string> tracks;
+  int n_complete = 0;
+  for (const auto& ev : doc["traceEvents"]) {
+    if (ev["ph"] == "M" && ev["name"] == "thread_name")
+      tracks.insert(ev["args"]["name"].get<std::string>());
+    if (ev["ph"] == "X") {
+      ++n_complete;
+      for (const char* key : {"name", "cat", "ts", "dur", "pid", "tid", "args"})
+        EXPECT_TRUE(ev.contains(key));
+    }
+  }
+  EXPECT_TRUE(tracks.count("sim gpu compute") && tracks.count("sim pcie copy"));
+  EXPECT_EQ(static_cast<size_t>(n_complete), trace_.size());
+}
+
+TEST(HardwareProfile, ParsesGpuSectionAndDefaults) {
+  const HardwareProfile p = parse_hardware_profile(R"({"name": "desk", "gpu": {"name": "RTX X",
+      "vram_gb": 24, "hbm_gbps": 1008, "fp16_tflops": 165, "int8_tops": 660,
+      "pcie_gbps": 25, "pcie_latency_us": 10, "launch_overhead_us": 4}})",
+                                                   "inline");
+  EXPECT_EQ(p.name, "RTX X");
+  EXPECT_EQ(p.vram_bytes, 24ull << 30);
+  EXPECT_DOUBLE_EQ(p.hbm_gbps, 1008.0);
+  EXPECT_DOUBLE_EQ(p.bf16_tflops, 165.0);      // defaults to fp16
+  EXPECT_DOUBLE_EQ(p.fp32_tflops, 165.0 / 4);  // defaults to fp16 / 4
+  EXPECT_DOUBLE_EQ(p.ops_per_us(GgmlType::Q4_K), 660e6);
+  EXPECT_DOUBLE_EQ(p.launch_overhead_us, 4.0);
+}
+
+TEST(HardwareProfile, ErrorsNameTheProblem) {
+  auto message = [](const std::string& text) {
+    try {
+      parse_hardware_profile(text, "bad.json");
+    } catch (const HardwareProfileError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(message(R"({"gpu": {"fp16_tflops": 1, "pcie_gbps": 1}})").find("hbm_gbps"),
+            std::string::npos);
+  EXPECT_NE(message(R"({"gpu": {"hbm_gbps": "fast", "fp16_tflops": 1, "pcie_gbps": 1}})")
+                .find("hbm_gbps"),
+            std::string::npos);
+  EXPECT_NE(
+      message(R"({"gpu": {"hbm_gbps": -1, "fp16_tflops": 1, "pcie_gbps": 1}})").find("positive"),
+      std::string::npos);
+  EXPECT_NE(message("{not json").find("bad.json"), std::string::npos);
+  EXPECT_THROW(load_hardware_profile("/nonexistent/profile.json"), HardwareProfileError);
+}
+
+// Every shipped profile loads and drives a sim accelerator.
+TEST(HardwareProfile, ShippedProfilesLoad) {
+  const std::filesystem::path dir =
+      std::filesystem::path(TANDEM_SOURCE_DIR) / "configs" / "hardware";
+  if (!std::filesystem::is_directory(dir)) GTEST_SKIP() << "no " << dir << " yet";
+  int n_loaded = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    if (entry.path().extension() != ".json") continue;
+    SCOPED_TRACE(entry.path().string());
+    const HardwareProfile p = load_hardware_profile(entry.path().string());
+    EXPECT_FALSE(p.name.empty());
+    EXPECT_GT(p.vram_bytes, 0u);
+    auto acc = make_sim_accelerator(p, 1 << 20, nullptr);
+    EXPECT_EQ(acc->memory_budget(), 1u << 20);
+    ++n_loaded;
+  }
+  if (n_loaded == 0) GTEST_SKIP() << "no profiles in " << dir;
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu/attention_kernels.h"
 #include "cpu/ops.h"
 #include "cpu/quant.h"
 
@@ -64,24 +65,17 @@ void sim_scatter_add_weighted(const float* y, const int32_t* index, const float*
 
 namespace {
 
-// One query head against cache rows 0..n_pos-1, in the CPU path's order of operations.
+// One query head against cache rows 0..n_pos-1 with the kernels the CPU path uses, so both
+// agree bit for bit.
 void attend_head(const float* qh, const float* k_cache, const float* v_cache, int64_t kv_dim,
                  int64_t kv_off, int64_t n_pos, int64_t head_dim, std::vector<float>& scores,
                  float* out) {
+  const AttentionKernels& kern = attention_kernels();
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   scores.resize(static_cast<size_t>(n_pos));
-  for (int64_t p = 0; p < n_pos; ++p) {
-    const float* kh = k_cache + p * kv_dim + kv_off;
-    float dot = 0.0f;
-    for (int64_t i = 0; i < head_dim; ++i) dot += qh[i] * kh[i];
-    scores[p] = dot * scale;
-  }
-  softmax(scores.data(), n_pos);
-  for (int64_t i = 0; i < head_dim; ++i) out[i] = 0.0f;
-  for (int64_t p = 0; p < n_pos; ++p) {
-    const float* vh = v_cache + p * kv_dim + kv_off;
-    for (int64_t i = 0; i < head_dim; ++i) out[i] += scores[p] * vh[i];
-  }
+  kern.scores_f32(qh, k_cache + kv_off, kv_dim, n_pos, head_dim, scale, scores.data());
+  kern.softmax(scores.data(), n_pos);
+  kern.weighted_sum_f32(scores.data(), v_cache + kv_off, kv_dim, n_pos, head_dim, out);
 }
 
 }  // namespace
