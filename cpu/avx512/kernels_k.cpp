@@ -94,11 +94,15 @@ inline void dot_k4(const DecodedK4& w, const ActPack& a, int64_t t0, int64_t i, 
                    __m128* min_acc) {
   for (int t = 0; t < NT; ++t) {
     const uint8_t* aq = a.q + (t0 + t) * a.q_stride + i * kQKK;
-    __m512i isum = _mm512_setzero_si512();
-    for (int k = 0; k < 4; ++k) {
-      const __m512i p = _mm512_maddubs_epi16(w.q[k], _mm512_loadu_si512(aq + 64 * k));
-      isum = _mm512_dpwssd_epi32(isum, p, w.scale[k]);
+    // Two independent chains: vpdpwssd latency, not throughput, limits a single token.
+    __m512i even = _mm512_setzero_si512(), odd = _mm512_setzero_si512();
+    for (int k = 0; k < 4; k += 2) {
+      const __m512i p0 = _mm512_maddubs_epi16(w.q[k], _mm512_loadu_si512(aq + 64 * k));
+      const __m512i p1 = _mm512_maddubs_epi16(w.q[k + 1], _mm512_loadu_si512(aq + 64 * k + 64));
+      even = _mm512_dpwssd_epi32(even, p0, w.scale[k]);
+      odd = _mm512_dpwssd_epi32(odd, p1, w.scale[k + 1]);
     }
+    const __m512i isum = _mm512_add_epi32(even, odd);
     const float da = a.d[(t0 + t) * a.d_stride + i];
     acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(w.d * da), acc[t]);
     const __m128i sums = _mm_loadu_si128(
