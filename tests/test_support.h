@@ -21,7 +21,8 @@ inline std::string shared_path(const std::string& relative) { return shared_dir(
 // Skips the current test when the reference data is absent.
 #define TANDEM_REQUIRE_SHARED()                                                              \
   do {                                                                                       \
-    if (!::tandem::test::have_shared())                                                      \
+    if (!::tandem::test::have_shared()) {                                                    \
       GTEST_SKIP() << "reference data not found at " << ::tandem::test::shared_dir()         \
                    << " (set TANDEM_SHARED_DIR)";                                            \
+    }                                                                                        \
   } while (0)
