@@ -510,6 +510,19 @@ TEST_F(SimTest, CopiesOfNextLayerOverlapComputeInVirtualTime) {
   EXPECT_EQ(static_cast<size_t>(n_complete), trace_.size());
 }
 
+// An op's error that surfaces in release() is reported, and the buffer is still freed.
+TEST_F(SimTest, ReleaseAfterFailedOpStillFrees) {
+  const HostMatrix table = random_matrix(GgmlType::F32, 4, 32, 18);
+  const DeviceMatrix dt = upload(table);
+  const DeviceBuffer bad = upload(std::vector<int32_t>{-1});
+  DeviceBuffer y = acc_->allocate(32 * sizeof(float));
+  const uint64_t before = acc_->live_bytes();
+  acc_->embedding(dt, bad, 1, y);
+  EXPECT_THROW(acc_->release(y), AcceleratorError);
+  EXPECT_EQ(acc_->live_bytes(), before - 32 * sizeof(float));
+  acc_->synchronize(Stream::Compute);  // the error was reported once
+}
+
 TEST(HardwareProfile, ParsesGpuSectionAndDefaults) {
   const HardwareProfile p = parse_hardware_profile(R"({"name": "desk", "gpu": {"name": "RTX X",
       "vram_gb": 24, "hbm_gbps": 1008, "fp16_tflops": 165, "int8_tops": 660,

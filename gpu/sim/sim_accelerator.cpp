@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 
 #include "engine/trace.h"
 #include "gpu/sim_accelerator.h"
@@ -82,17 +83,27 @@ DeviceBuffer SimAccelerator::allocate(uint64_t bytes) {
 
 void SimAccelerator::release(DeviceBuffer buffer) {
   if (!buffer) return;
-  // Queued ops may still use the buffer.
-  synchronize(Stream::Compute);
-  synchronize(Stream::Copy);
-  std::lock_guard<std::mutex> lock(memory_mutex_);
-  auto it = buffers_.find(buffer.handle);
-  if (it == buffers_.end()) {
-    throw AcceleratorError("sim: release of unknown or already released buffer " +
-                           std::to_string(buffer.handle));
+  // Queued ops may still use the buffer. An op's error surfacing here must not leak the
+  // buffer, so it is rethrown only after the release.
+  std::exception_ptr op_error;
+  for (Stream s : {Stream::Compute, Stream::Copy}) {
+    try {
+      synchronize(s);
+    } catch (const AcceleratorError&) {
+      if (!op_error) op_error = std::current_exception();
+    }
   }
-  used_ -= it->second.bytes;
-  buffers_.erase(it);
+  {
+    std::lock_guard<std::mutex> lock(memory_mutex_);
+    auto it = buffers_.find(buffer.handle);
+    if (it == buffers_.end()) {
+      throw AcceleratorError("sim: release of unknown or already released buffer " +
+                             std::to_string(buffer.handle));
+    }
+    used_ -= it->second.bytes;
+    buffers_.erase(it);
+  }
+  if (op_error) std::rethrow_exception(op_error);
 }
 
 uint8_t* SimAccelerator::at(DeviceBuffer buf, uint64_t offset, uint64_t bytes, const char* op,
