@@ -133,6 +133,7 @@ void SimAccelerator::scatter_add_weighted(DeviceBuffer y, DeviceBuffer index, De
                                           int64_t n_rows, int64_t width, DeviceBuffer out) {
   const char* op = "scatter_add_weighted";
   require(n_rows >= 0 && width >= 1, op, "bad shape " + str(n_rows) + "x" + str(width));
+  if (n_rows == 0) return;  // an expert group with no tokens: nothing to add
   const float* py = floats(y, n_rows * width, op, "y");
   const auto* pi = reinterpret_cast<const int32_t*>(floats(index, n_rows, op, "index"));
   const float* pw = floats(weight, n_rows, op, "weight");
