@@ -7,7 +7,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git curl ca-certificates
   libdnnl-dev libtbb-dev libhwloc-dev libcpp-httplib-dev nlohmann-json3-dev libpcre2-dev
   libgtest-dev libgmock-dev
-  nodejs npm
+  nodejs npm python3
 )
 
 missing=()

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# CPU-only throughput of Tandem against llama.cpp on the same GGUF files and threads.
+#
+#   bench/cpu_bench.sh                      # Tandem alone
+#   LLAMA_BENCH=/path/to/llama-bench bench/cpu_bench.sh   # both, alternating, with ratios
+#
+# Environment: TYPES (default "q8_0 q4_k"), THREADS (default: physical cores), REPS (3),
+# ROUNDS (2: each tool runs ROUNDS times, alternating, and the best round counts),
+# PROMPT (512), GEN (128), MODELS_DIR (models/). The bench models are generated on first use
+# with `tandem gen-model --preset bench` (~6 GB in Q8_0, ~3.5 GB in Q4_K).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TANDEM=${TANDEM:-build/tandem}
+TYPES=${TYPES:-"q8_0 q4_k"}
+THREADS=${THREADS:-$(lscpu -p=CORE 2>/dev/null | grep -v '^#' | sort -u | wc -l)}
+REPS=${REPS:-3}
+ROUNDS=${ROUNDS:-2}
+PROMPT=${PROMPT:-512}
+GEN=${GEN:-128}
+MODELS_DIR=${MODELS_DIR:-models}
+[[ -x "$TANDEM" ]] || { echo "build Tandem first (scripts/build.sh)"; exit 1; }
+mkdir -p "$MODELS_DIR"
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+
+# Best avg_ts per test from a llama-bench style JSON array.
+best() { python3 -c '
+import json, sys
+rows = json.load(open(sys.argv[1]))
+for r in rows:
+    test = ("pp%d" % r["n_prompt"]) if r["n_prompt"] > 0 else ("tg%d" % r["n_gen"])
+    print(test, r["avg_ts"], r.get("stddev_ts", 0))' "$1"; }
+
+printf "%-6s %-6s %14s %14s %8s\n" type test tandem_t/s llama_t/s ratio
+for type in $TYPES; do
+  model="$MODELS_DIR/bench-qwen3moe-$type.gguf"
+  [[ -f "$model" ]] || "$TANDEM" gen-model --arch qwen3moe --preset bench --type "$type" -o "$model"
+  for round in $(seq "$ROUNDS"); do
+    "$TANDEM" bench -m "$model" -p "$PROMPT" -n "$GEN" -t "$THREADS" -r "$REPS" -o json > "$out/tandem-$type-$round.json"
+    if [[ -n "${LLAMA_BENCH:-}" ]]; then
+      "$LLAMA_BENCH" -m "$model" -p "$PROMPT" -n "$GEN" -t "$THREADS" -r "$REPS" -o json > "$out/llama-$type-$round.json" 2>/dev/null
+    fi
+  done
+  for test in "pp$PROMPT" "tg$GEN"; do
+    t=$(for f in "$out"/tandem-"$type"-*.json; do best "$f"; done | awk -v t="$test" '$1==t {print $2}' | sort -g | tail -1)
+    l="-"; ratio="-"
+    if [[ -n "${LLAMA_BENCH:-}" ]]; then
+      l=$(for f in "$out"/llama-"$type"-*.json; do best "$f"; done | awk -v t="$test" '$1==t {print $2}' | sort -g | tail -1)
+      ratio=$(awk -v a="$t" -v b="$l" 'BEGIN { printf "%.2fx", a / b }')
+    fi
+    printf "%-6s %-6s %14.2f %14s %8s\n" "$type" "$test" "$t" "$l" "$ratio"
+  done
+done
