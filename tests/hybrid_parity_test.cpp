@@ -1,0 +1,130 @@
+// The hybrid pipeline on the sim accelerator must give the CPU-only results: with 0%, 25% and
+// 100% of the experts cached in "device" memory, logits match and greedy tokens are equal.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "engine/engine.h"
+#include "engine/expert_executor.h"
+#include "engine/logit_case.h"
+#include "engine/model.h"
+#include "engine/trace.h"
+#include "gpu/hardware_profile.h"
+#include "gpu/sim_accelerator.h"
+#include "tests/test_support.h"
+
+namespace tandem {
+namespace {
+
+// Bytes that hold `fraction` of all (layer, expert) pairs: slots are sized for the largest
+// expert (quantization mixes like Q4_K_M give some layers bigger experts).
+uint64_t cache_bytes_for(const Model& m, double fraction) {
+  uint64_t slot = 0;
+  for (const LayerWeights& w : m.layers()) {
+    slot = std::max<uint64_t>(slot, (w.gate_exps.n_bytes + w.up_exps.n_bytes + w.down_exps.n_bytes) / m.spec().n_expert);
+  }
+  const auto n_slots = static_cast<uint64_t>(fraction * m.spec().n_layer * m.spec().n_expert + 0.5);
+  return n_slots * slot;
+}
+
+// Figures of an RTX 4090-class card (the results do not depend on them: only the sim's clock).
+HardwareProfile sim_profile() {
+  HardwareProfile p;
+  p.name = "test-gpu";
+  p.vram_bytes = uint64_t{24} << 30;
+  p.hbm_gbps = 1008.0;
+  p.fp32_tflops = 82.6;
+  p.fp16_tflops = 165.2;
+  p.bf16_tflops = 165.2;
+  p.int8_tops = 330.3;
+  p.pcie_gbps = 25.0;
+  p.pcie_latency_us = 10.0;
+  p.launch_overhead_us = 5.0;
+  return p;
+}
+
+struct HybridCase {
+  std::string model;
+  double cached_fraction;
+};
+
+void PrintTo(const HybridCase& c, std::ostream* os) { *os << c.model << " cached " << c.cached_fraction; }
+
+class HybridParity : public testing::TestWithParam<HybridCase> {};
+
+TEST_P(HybridParity, SimEqualsCpuOnly) {
+  TANDEM_REQUIRE_SHARED();
+  const HybridCase& hc = GetParam();
+  const auto model = Model::load(test::shared_path("models/" + hc.model + ".gguf"));
+  std::ifstream in(test::shared_path("golden/" + hc.model + ".json"));
+  ASSERT_TRUE(in);
+  const nlohmann::json golden = nlohmann::json::parse(in);
+
+  EngineOptions cpu_opts;
+  cpu_opts.n_ctx = 128;
+  Engine cpu(*model, cpu_opts);
+
+  const HardwareProfile profile = sim_profile();
+  const uint64_t cache = cache_bytes_for(*model, hc.cached_fraction);
+  TraceRecorder trace;
+  uint64_t live_after = 1;
+  {
+    auto acc = make_sim_accelerator(profile, cache + (uint64_t{64} << 20), &trace);
+    EngineOptions sim_opts = cpu_opts;
+    sim_opts.accelerator = acc.get();
+    sim_opts.expert_cache_bytes = cache;
+    {
+      Engine sim(*model, sim_opts);
+      for (const nlohmann::json& gc : golden["cases"]) {
+        const auto prompt = gc["prompt"].get<std::vector<int32_t>>();
+        const LogitCase a = run_logit_case(cpu, 0, prompt, nullptr, 8);
+        const LogitCase b = run_logit_case(sim, 0, prompt, nullptr, 8);
+        EXPECT_EQ(a.fed, b.fed) << "greedy tokens differ";
+        for (size_t r = 0; r < a.prompt_logits.size(); ++r) {
+          for (size_t v = 0; v < a.prompt_logits[r].size(); ++v) {
+            ASSERT_NEAR(a.prompt_logits[r][v], b.prompt_logits[r][v], 1e-4) << "prompt row " << r;
+          }
+        }
+        for (size_t r = 0; r < a.decode_logits.size(); ++r) {
+          for (size_t v = 0; v < a.decode_logits[r].size(); ++v) {
+            ASSERT_NEAR(a.decode_logits[r][v], b.decode_logits[r][v], 1e-4) << "decode row " << r;
+          }
+        }
+      }
+      const ExpertRunStats& st = sim.expert_stats();
+      std::printf("[ hybrid ] %s cached %.0f%%: %llu experts on the accelerator, %llu on the CPU\n",
+                  hc.model.c_str(), 100 * hc.cached_fraction,
+                  static_cast<unsigned long long>(st.gpu_experts), static_cast<unsigned long long>(st.cpu_experts));
+      if (hc.cached_fraction == 0.0) {
+        EXPECT_EQ(st.gpu_experts, 0u);
+      }
+      if (hc.cached_fraction == 1.0) {
+        EXPECT_EQ(st.cpu_experts, 0u);
+      }
+      if (hc.cached_fraction > 0.0 && hc.cached_fraction < 1.0) {
+        EXPECT_GT(st.gpu_experts, 0u);
+        EXPECT_GT(st.cpu_experts, 0u);
+      }
+    }
+    live_after = acc->live_bytes();
+  }
+  EXPECT_EQ(live_after, 0u) << "the engine left device memory allocated";
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Sim, HybridParity,
+    testing::Values(HybridCase{"tiny-qwen3moe-f32", 0.0}, HybridCase{"tiny-qwen3moe-f32", 0.25},
+                    HybridCase{"tiny-qwen3moe-f32", 1.0}, HybridCase{"tiny-qwen3moe-q8_0", 0.25},
+                    HybridCase{"tiny-qwen3moe-q4_k_m", 0.25}, HybridCase{"tiny-qwen3moe-q4_k_m", 1.0},
+                    HybridCase{"tiny-qwen2moe-f16", 0.25}, HybridCase{"tiny-mixtral-f16", 0.25},
+                    HybridCase{"tiny-olmoe-f16", 0.25}),
+    [](const testing::TestParamInfo<HybridCase>& info) {
+      std::string n = info.param.model + "_" + std::to_string(static_cast<int>(info.param.cached_fraction * 100));
+      for (char& c : n) c = std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
+      return n;
+    });
+
+}  // namespace
+}  // namespace tandem
