@@ -328,11 +328,12 @@ void Batcher::step() {
     else
       s->n_prompt_fed += static_cast<size_t>(n);
   }
-  const size_t n_vocab = static_cast<size_t>(engine_.n_vocab());
-  for (size_t k = 0; k < outputs.size(); ++k)
-    handle_logits(*outputs[k], logits_.data() + k * n_vocab);
   record_step(ms_between(t0, Clock::now()) / 1000.0, static_cast<int32_t>(batch.size()) - n_decode,
               n_decode);
+  const size_t n_vocab = static_cast<size_t>(engine_.n_vocab());
+  for (size_t k = 0; k < outputs.size(); ++k) {
+    handle_logits(*outputs[k], logits_.data() + k * n_vocab);
+  }
 }
 
 void Batcher::handle_logits(Slot& s, const float* logits) {
@@ -343,6 +344,7 @@ void Batcher::handle_logits(Slot& s, const float* logits) {
   const int32_t token =
       s.sampler->sample(std::span(logits, static_cast<size_t>(engine_.n_vocab())), s.history);
   if (!s.task->request.ignore_eos && tokenizer_.is_end_of_generation(token)) {
+    s.text += s.streamer->flush();  // held-back bytes of an unfinished character
     finish_slot(s, FinishReason::Stop);
     return;
   }
@@ -388,18 +390,22 @@ void Batcher::finish_slot(Slot& s, FinishReason reason, const std::string& error
       s.n_sent < s.text.size()) {
     s.task->stream->append(s.text.substr(s.n_sent), 0);
   }
-  s.task->stream->finish(reason, stats, error);
   engine_.clear_sequence(s.seq);
+  {
+    // Metrics first, so a reader that sees the end also sees its counts.
+    std::lock_guard lock(mutex_);
+    --metrics_.n_active;
+    metrics_.n_generated_tokens += static_cast<uint64_t>(s.n_generated);
+    if (reason == FinishReason::Cancelled)
+      ++metrics_.n_requests_cancelled;
+    else
+      ++metrics_.n_requests_finished;
+  }
+  s.task->stream->finish(reason, stats, error);
   s.task.reset();
   s.sampler.reset();
   s.streamer.reset();
   s.pending = -1;
-  std::lock_guard lock(mutex_);
-  --metrics_.n_active;
-  if (reason == FinishReason::Cancelled)
-    ++metrics_.n_requests_cancelled;
-  else
-    ++metrics_.n_requests_finished;
 }
 
 void Batcher::record_step(double seconds, int32_t n_prompt, int32_t n_decode) {
@@ -411,7 +417,7 @@ void Batcher::record_step(double seconds, int32_t n_prompt, int32_t n_decode) {
   const double total = n_prompt + n_decode;
   metrics_.n_steps++;
   metrics_.n_prompt_tokens += static_cast<uint64_t>(n_prompt);
-  metrics_.n_generated_tokens += static_cast<uint64_t>(n_decode);
+  metrics_.n_decode_tokens += static_cast<uint64_t>(n_decode);
   metrics_.prompt_seconds += seconds * n_prompt / total;
   metrics_.decode_seconds += seconds * n_decode / total;
   metrics_.kv_used = kv_used;

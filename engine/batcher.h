@@ -89,9 +89,10 @@ struct BatcherOptions {
 
 struct BatcherMetrics {
   uint64_t n_requests_finished = 0, n_requests_cancelled = 0, n_requests_rejected = 0;
-  uint64_t n_prompt_tokens = 0, n_generated_tokens = 0, n_steps = 0;
-  double prompt_seconds = 0;  // step time spent on prompt tokens (split by token share)
-  double decode_seconds = 0;  // step time spent on generated tokens
+  uint64_t n_prompt_tokens = 0, n_decode_tokens = 0, n_steps = 0;  // tokens run through the model
+  uint64_t n_generated_tokens = 0;  // tokens sampled for finished requests
+  double prompt_seconds = 0;        // step time spent on prompt tokens (split by token share)
+  double decode_seconds = 0;        // step time spent on generated tokens
   double prompt_tokens_per_second = 0, decode_tokens_per_second = 0;  // over recent steps
   int32_t n_queued = 0, n_active = 0, max_parallel = 0;
   int64_t kv_used = 0, kv_capacity = 0;  // cached positions, over all sequences

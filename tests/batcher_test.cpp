@@ -94,7 +94,8 @@ TEST_F(BatcherTest, ConcurrentGreedyStreamsEqualSoloRuns) {
     EXPECT_EQ(collect(*streams[i]).text, solo[i]) << kPrompts[i];
   const BatcherMetrics m = batcher->metrics();
   EXPECT_EQ(m.n_requests_finished, 16u);
-  EXPECT_EQ(m.n_generated_tokens, 16u * 11u);  // the first token of each comes from the prompt step
+  EXPECT_EQ(m.n_generated_tokens, 16u * 12u);
+  EXPECT_EQ(m.n_decode_tokens, 16u * 11u);  // the first token of each comes from its prompt step
   EXPECT_EQ(m.n_active, 0);
 }
 
