@@ -122,7 +122,7 @@ void parse_server(const json& v, ServerConfig& c) {
 }
 
 // Only the basic shape is checked here; the GPU and scheduler components own their other keys.
-void parse_gpu(const json& v, GpuConfig& g) {
+void parse_gpu(const json& v, GpuSection& g) {
   Section s(v, "gpu.");
   s.custom("device", [&g](const json& d) {
     if (d.is_number_integer() && d.get<int64_t>() >= 0)
@@ -136,7 +136,7 @@ void parse_gpu(const json& v, GpuConfig& g) {
   s.run(true);
 }
 
-void parse_scheduler(const json& v, SchedulerConfig& c) {
+void parse_scheduler(const json& v, SchedulerSection& c) {
   Section s(v, "scheduler.");
   s.str("policy", c.policy);
   s.run(true);

@@ -34,12 +34,12 @@ struct ServerConfig {
   bool log_requests = true;
 };
 
-struct GpuConfig {
+struct GpuSection {
   std::string device = "none";    // "none", "sim", or a CUDA device index as a string
   double memory_budget_gb = 0.0;  // 0: the whole free memory of the device
 };
 
-struct SchedulerConfig {
+struct SchedulerSection {
   std::string policy = "auto";
 };
 
@@ -49,8 +49,8 @@ struct ServeConfig {
   int32_t context_size = 4096;  // tokens per sequence
   int32_t threads = 0;          // 0: all physical cores
   std::string kv_type = "f32";  // f32 | f16
-  GpuConfig gpu;
-  SchedulerConfig scheduler;
+  GpuSection gpu;
+  SchedulerSection scheduler;
   // The gpu and scheduler sections as written, for the components that own their other keys.
   nlohmann::json gpu_json = nlohmann::json::object();
   nlohmann::json scheduler_json = nlohmann::json::object();

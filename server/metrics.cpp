@@ -1,0 +1,91 @@
+#include "server/metrics.h"
+
+#include <cstdio>
+
+namespace tandem {
+namespace {
+
+void metric(std::string& out, const char* name, const char* type, const char* help, double value) {
+  char line[512];
+  std::snprintf(line, sizeof line, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help, name, type,
+                name, value);
+  out += line;
+}
+
+}  // namespace
+
+void HttpCounters::count(const std::string& route, int status) {
+  std::lock_guard lock(mutex_);
+  ++counts_[{route, status}];
+}
+
+std::map<std::pair<std::string, int>, uint64_t> HttpCounters::snapshot() const {
+  std::lock_guard lock(mutex_);
+  return counts_;
+}
+
+std::string render_metrics(const BatcherMetrics& m, const HttpCounters& http, bool loading) {
+  std::string out;
+  metric(out, "tandem_loading", "gauge", "1 while the model is loading", loading ? 1 : 0);
+  out += "# HELP tandem_http_requests_total HTTP requests answered, by route and status\n";
+  out += "# TYPE tandem_http_requests_total counter\n";
+  for (const auto& [key, n] : http.snapshot()) {
+    out += "tandem_http_requests_total{route=\"" + key.first + "\",status=\"" +
+           std::to_string(key.second) + "\"} " + std::to_string(n) + "\n";
+  }
+  metric(out, "tandem_requests_finished_total", "counter",
+         "generation requests finished (stop or length)",
+         static_cast<double>(m.n_requests_finished));
+  metric(out, "tandem_requests_cancelled_total", "counter",
+         "generation requests cancelled (client gone)",
+         static_cast<double>(m.n_requests_cancelled));
+  metric(out, "tandem_requests_rejected_total", "counter",
+         "requests refused with 503 because the queue was full",
+         static_cast<double>(m.n_requests_rejected));
+  metric(out, "tandem_prompt_tokens_total", "counter", "prompt tokens processed",
+         static_cast<double>(m.n_prompt_tokens));
+  metric(out, "tandem_generated_tokens_total", "counter", "tokens generated for finished requests",
+         static_cast<double>(m.n_generated_tokens));
+  metric(out, "tandem_decode_tokens_total", "counter",
+         "generated tokens fed back through the model", static_cast<double>(m.n_decode_tokens));
+  metric(out, "tandem_forward_steps_total", "counter", "engine forward steps",
+         static_cast<double>(m.n_steps));
+  metric(out, "tandem_prompt_seconds_total", "counter", "step time attributed to prompt tokens",
+         m.prompt_seconds);
+  metric(out, "tandem_decode_seconds_total", "counter", "step time attributed to decode tokens",
+         m.decode_seconds);
+  metric(out, "tandem_prompt_tokens_per_second", "gauge",
+         "prompt throughput over the last 10 s of steps", m.prompt_tokens_per_second);
+  metric(out, "tandem_predicted_tokens_per_second", "gauge",
+         "decode throughput over the last 10 s of steps", m.decode_tokens_per_second);
+  metric(out, "tandem_queue_depth", "gauge", "requests waiting for a slot", m.n_queued);
+  metric(out, "tandem_active_sequences", "gauge", "sequences being generated", m.n_active);
+  metric(out, "tandem_max_parallel", "gauge", "sequence slots", m.max_parallel);
+  metric(out, "tandem_kv_cache_used_tokens", "gauge", "cached positions over all sequences",
+         static_cast<double>(m.kv_used));
+  metric(out, "tandem_kv_cache_capacity_tokens", "gauge", "positions the KV cache holds",
+         static_cast<double>(m.kv_capacity));
+  metric(out, "tandem_kv_cache_usage_ratio", "gauge", "kv used / capacity",
+         m.kv_capacity > 0 ? static_cast<double>(m.kv_used) / static_cast<double>(m.kv_capacity)
+                           : 0.0);
+  out +=
+      "# HELP tandem_expert_runs_total expert matmuls run, by device\n# TYPE "
+      "tandem_expert_runs_total counter\n";
+  out += "tandem_expert_runs_total{device=\"cpu\"} " + std::to_string(m.experts.cpu_experts) + "\n";
+  out += "tandem_expert_runs_total{device=\"gpu\"} " + std::to_string(m.experts.gpu_experts) + "\n";
+  out +=
+      "# HELP tandem_expert_tokens_total expert token rows computed, by device\n"
+      "# TYPE tandem_expert_tokens_total counter\n";
+  out +=
+      "tandem_expert_tokens_total{device=\"cpu\"} " + std::to_string(m.experts.cpu_tokens) + "\n";
+  out +=
+      "tandem_expert_tokens_total{device=\"gpu\"} " + std::to_string(m.experts.gpu_tokens) + "\n";
+  const uint64_t n_runs = m.experts.cpu_experts + m.experts.gpu_experts;
+  metric(
+      out, "tandem_expert_cache_hit_ratio", "gauge",
+      "share of expert runs served from the GPU expert cache",
+      n_runs > 0 ? static_cast<double>(m.experts.gpu_experts) / static_cast<double>(n_runs) : 0.0);
+  return out;
+}
+
+}  // namespace tandem
