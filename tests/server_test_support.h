@@ -1,6 +1,7 @@
 // Helpers for the serve/batcher tests: a tiny model generated once per test process.
 #pragma once
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -37,3 +38,99 @@ inline std::string tiny_model_path() {
       GTEST_SKIP() << "no tiny model: `tandem gen-model` failed and no shared model exists"; \
     }                                                                                        \
   } while (0)
+
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+namespace tandem::test {
+
+// The tandem binary under test (TANDEM_TEST_BINARY overrides the build's).
+inline std::string tandem_binary() {
+  if (const char* b = std::getenv("TANDEM_TEST_BINARY"); b && *b) return b;
+  return TANDEM_BINARY;
+}
+
+// `tandem serve` as a child process on a free loopback port (--port 0; the port is read from
+// its log). The destructor kills it if a test did not stop it.
+class ServeProcess {
+ public:
+  ServeProcess(const std::string& config_json, const std::vector<std::string>& extra_args) {
+    static int counter = 0;
+    const std::string dir = std::filesystem::temp_directory_path().string() +
+                            "/tandem-serve-test-" + std::to_string(::getpid()) + "-" +
+                            std::to_string(counter++);
+    std::filesystem::create_directories(dir);
+    log_path_ = dir + "/serve.log";
+    const std::string config_path = dir + "/config.json";
+    std::ofstream(config_path) << config_json;
+    std::vector<std::string> args = {tandem_binary(), "serve", "-c", config_path, "--port", "0"};
+    args.insert(args.end(), extra_args.begin(), extra_args.end());
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      const int fd = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      ::dup2(fd, 2);
+      ::dup2(fd, 1);
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execv(argv[0], argv.data());
+      ::_exit(127);
+    }
+  }
+  ~ServeProcess() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+  }
+  ServeProcess(const ServeProcess&) = delete;
+  ServeProcess& operator=(const ServeProcess&) = delete;
+
+  // Waits for "listening on http://host:PORT" in the log; 0 on timeout or early exit.
+  int wait_for_port(std::chrono::seconds timeout) {
+    const auto end = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < end) {
+      const std::string text = log();
+      const size_t at = text.find("listening on http://");
+      if (at != std::string::npos) {
+        const size_t colon = text.find(':', at + 20);
+        const size_t eol = text.find('\n', colon);
+        if (colon != std::string::npos && eol != std::string::npos) {
+          return std::stoi(text.substr(colon + 1, eol - colon - 1));
+        }
+      }
+      if (::waitpid(pid_, nullptr, WNOHANG) == pid_) {
+        pid_ = -1;
+        return 0;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return 0;
+  }
+  std::string log() const {
+    std::ifstream f(log_path_);
+    std::stringstream s;
+    s << f.rdbuf();
+    return s.str();
+  }
+  // Sends `sig` and waits for the exit; the exit code, or -1 when it did not exit normally.
+  int signal_and_wait(int sig) {
+    ::kill(pid_, sig);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  std::string log_path_;
+};
+
+}  // namespace tandem::test
