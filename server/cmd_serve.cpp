@@ -84,8 +84,10 @@ std::string demo_model_path() {
   std::filesystem::create_directories(dir);
   const std::string tmp = path + ".tmp" + std::to_string(::getpid());
   std::fprintf(stderr, "tandem serve: generating the demo model into %s\n", path.c_str());
+  // Resolved here: inside the shell that std::system starts, /proc/self/exe is the shell.
+  const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
   const std::string cmd =
-      "/proc/self/exe gen-model --preset tiny --arch qwen3moe --type q8_0 -o '" + tmp + "' 1>&2";
+      "'" + self + "' gen-model --preset tiny --arch qwen3moe --type q8_0 -o '" + tmp + "' 1>&2";
   if (std::system(cmd.c_str()) != 0 || !std::filesystem::exists(tmp)) {
     std::filesystem::remove(tmp);
     throw std::runtime_error(
