@@ -45,7 +45,8 @@ class Tokenizer {
 class TextStreamer {
  public:
   explicit TextStreamer(const Tokenizer& tokenizer) : tokenizer_(tokenizer) {}
-  // Text that became complete with this token (possibly empty).
+  // Text that became complete with this token (possibly empty). Pieces are appended as they
+  // are: the streamer continues a text, so no leading space is removed.
   std::string push(int32_t token);
   // Whatever is still held back (incomplete UTF-8 is replaced by U+FFFD).
   std::string flush();
@@ -53,7 +54,6 @@ class TextStreamer {
  private:
   const Tokenizer& tokenizer_;
   std::string pending_;
-  bool first_ = true;
 };
 
 }  // namespace tandem
