@@ -120,8 +120,8 @@ INSTANTIATE_TEST_SUITE_P(
                     HybridCase{"tiny-qwen3moe-q4_k_m", 0.25}, HybridCase{"tiny-qwen3moe-q4_k_m", 1.0},
                     HybridCase{"tiny-qwen2moe-f16", 0.25}, HybridCase{"tiny-mixtral-f16", 0.25},
                     HybridCase{"tiny-olmoe-f16", 0.25}),
-    [](const testing::TestParamInfo<HybridCase>& info) {
-      std::string n = info.param.model + "_" + std::to_string(static_cast<int>(info.param.cached_fraction * 100));
+    [](const testing::TestParamInfo<HybridCase>& param_info) {
+      std::string n = param_info.param.model + "_" + std::to_string(static_cast<int>(param_info.param.cached_fraction * 100));
       for (char& c : n) c = std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
       return n;
     });

@@ -92,8 +92,8 @@ INSTANTIATE_TEST_SUITE_P(
                     VectorFile{"ggml-vocab-starcoder.gguf", "ggml-vocab-starcoder.gguf", true},
                     VectorFile{"ggml-vocab-qwen3.gguf", "ggml-vocab-qwen3.gguf", true},
                     VectorFile{"ggml-vocab-qwen3.gguf", "ggml-vocab-qwen3b.gguf", true}),
-    [](const testing::TestParamInfo<VectorFile>& info) {
-      std::string n = info.param.vectors;
+    [](const testing::TestParamInfo<VectorFile>& param_info) {
+      std::string n = param_info.param.vectors;
       for (char& c : n) c = std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
       return n;
     });
