@@ -1,1 +1,286 @@
-// Synthetic GGUF model writer (gen-model). Placeholder until it lands.
+#include "tools/gen_model.h"
+
+#include <tbb/parallel_for.h>
+#include <tbb/task_arena.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <stdexcept>
+#include <unordered_set>
+#include <vector>
+
+#include "cpu/quant.h"
+#include "engine/gguf.h"
+#include "engine/gguf_writer.h"
+
+namespace tandem {
+namespace {
+
+constexpr float kWeightStd = 0.02f;
+constexpr int64_t kRowsPerChunk = 16;  // unit of deterministic generation (thread-count independent)
+
+struct Shape {
+  int32_t n_layer, n_embd, n_head, n_head_kv, head_dim, n_expert, n_expert_used, n_ff_expert, n_ff_shared, n_vocab;
+  int32_t n_ctx;
+  float rope_base, rms_eps;
+};
+
+// What a tensor holds: random weights, ones (norm weights) or small random biases.
+enum class Fill { Random, Ones };
+
+struct TensorPlan {
+  std::string name;
+  GgmlType type;
+  std::vector<int64_t> ne;
+  Fill fill;
+};
+
+Shape preset_shape(const GenModelOptions& o) {
+  Shape s{};
+  if (o.preset == "tiny") {  // the reference models' shape
+    s = {3, 256, 4, 2, 64, 8, 2, 256, 512, 4096, 4096, 1e6f, 1e-6f};
+  } else if (o.preset == "bench") {  // Qwen3-30B-A3B layers, 16 of them
+    s = {16, 2048, 32, 4, 128, 64, 8, 768, 2048, 151936, 40960, 1e6f, 1e-6f};
+  } else {
+    throw std::invalid_argument("unknown preset '" + o.preset + "' (tiny, bench)");
+  }
+  if (o.arch == "olmoe") {
+    s.n_head_kv = s.n_head;
+    s.rope_base = 1e4f;
+    s.rms_eps = 1e-5f;
+  } else if (o.arch == "mixtral") {
+    s.rms_eps = 1e-5f;
+  }
+  if (o.arch != "qwen2moe") s.n_ff_shared = 0;
+  auto over = [](int32_t& field, int32_t value) { if (value > 0) field = value; };
+  over(s.n_layer, o.n_layer);
+  over(s.n_embd, o.n_embd);
+  over(s.n_head, o.n_head);
+  over(s.n_head_kv, o.n_head_kv);
+  over(s.head_dim, o.head_dim);
+  over(s.n_expert, o.n_expert);
+  over(s.n_expert_used, o.n_expert_used);
+  over(s.n_ff_expert, o.n_ff_expert);
+  if (o.arch == "qwen2moe") over(s.n_ff_shared, o.n_ff_shared);
+  over(s.n_vocab, o.n_vocab);
+  if (s.n_expert_used > s.n_expert) throw std::invalid_argument("--experts-used exceeds --experts");
+  if (s.n_head % s.n_head_kv != 0) throw std::invalid_argument("--heads must be a multiple of --kv-heads");
+  return s;
+}
+
+std::vector<TensorPlan> plan_tensors(const std::string& arch, const Shape& s, GgmlType t) {
+  const int64_t e = s.n_embd, q = int64_t{s.n_head} * s.head_dim, kv = int64_t{s.n_head_kv} * s.head_dim;
+  const GgmlType f32 = GgmlType::F32;
+  std::vector<TensorPlan> p;
+  p.push_back({"token_embd.weight", t, {e, s.n_vocab}, Fill::Random});
+  for (int32_t il = 0; il < s.n_layer; ++il) {
+    const std::string b = "blk." + std::to_string(il) + ".";
+    p.push_back({b + "attn_norm.weight", f32, {e}, Fill::Ones});
+    p.push_back({b + "attn_q.weight", t, {e, q}, Fill::Random});
+    p.push_back({b + "attn_k.weight", t, {e, kv}, Fill::Random});
+    p.push_back({b + "attn_v.weight", t, {e, kv}, Fill::Random});
+    if (arch == "qwen2moe") {
+      p.push_back({b + "attn_q.bias", f32, {q}, Fill::Random});
+      p.push_back({b + "attn_k.bias", f32, {kv}, Fill::Random});
+      p.push_back({b + "attn_v.bias", f32, {kv}, Fill::Random});
+    }
+    if (arch == "qwen3moe") {
+      p.push_back({b + "attn_q_norm.weight", f32, {s.head_dim}, Fill::Ones});
+      p.push_back({b + "attn_k_norm.weight", f32, {s.head_dim}, Fill::Ones});
+    } else if (arch == "olmoe") {
+      p.push_back({b + "attn_q_norm.weight", f32, {q}, Fill::Ones});
+      p.push_back({b + "attn_k_norm.weight", f32, {kv}, Fill::Ones});
+    }
+    p.push_back({b + "attn_output.weight", t, {q, e}, Fill::Random});
+    p.push_back({b + "ffn_norm.weight", f32, {e}, Fill::Ones});
+    p.push_back({b + "ffn_gate_inp.weight", f32, {e, s.n_expert}, Fill::Random});
+    p.push_back({b + "ffn_gate_exps.weight", t, {e, s.n_ff_expert, s.n_expert}, Fill::Random});
+    p.push_back({b + "ffn_up_exps.weight", t, {e, s.n_ff_expert, s.n_expert}, Fill::Random});
+    p.push_back({b + "ffn_down_exps.weight", t, {s.n_ff_expert, e, s.n_expert}, Fill::Random});
+    if (arch == "qwen2moe") {
+      p.push_back({b + "ffn_gate_inp_shexp.weight", f32, {e}, Fill::Random});
+      p.push_back({b + "ffn_gate_shexp.weight", t, {e, s.n_ff_shared}, Fill::Random});
+      p.push_back({b + "ffn_up_shexp.weight", t, {e, s.n_ff_shared}, Fill::Random});
+      p.push_back({b + "ffn_down_shexp.weight", t, {s.n_ff_shared, e}, Fill::Random});
+    }
+  }
+  p.push_back({"output_norm.weight", f32, {e}, Fill::Ones});
+  p.push_back({"output.weight", t, {e, s.n_vocab}, Fill::Random});
+  return p;
+}
+
+// llama.cpp's general.file_type for a model whose weights are all of `type`.
+uint32_t file_type(GgmlType type) {
+  switch (type) {
+    case GgmlType::F32: return 0;
+    case GgmlType::F16: return 1;
+    case GgmlType::Q4_0: return 2;
+    case GgmlType::Q8_0: return 7;
+    case GgmlType::Q4_K: return 15;
+    case GgmlType::Q6_K: return 18;
+    case GgmlType::BF16: return 32;
+    default: return 0;
+  }
+}
+
+void add_hparams(GgufWriter& w, const std::string& arch, const Shape& s) {
+  const std::string p = (arch == "mixtral" ? std::string("llama") : arch) + ".";
+  w.add_string("general.architecture", arch == "mixtral" ? "llama" : arch);
+  w.add_u32(p + "context_length", s.n_ctx);
+  w.add_u32(p + "embedding_length", s.n_embd);
+  w.add_u32(p + "block_count", s.n_layer);
+  const bool separate_expert_ff = arch == "qwen3moe" || arch == "qwen2moe";
+  w.add_u32(p + "feed_forward_length", separate_expert_ff ? 2 * s.n_ff_expert : s.n_ff_expert);
+  if (separate_expert_ff) w.add_u32(p + "expert_feed_forward_length", s.n_ff_expert);
+  if (arch == "qwen2moe") w.add_u32(p + "expert_shared_feed_forward_length", s.n_ff_shared);
+  w.add_u32(p + "attention.head_count", s.n_head);
+  w.add_u32(p + "attention.head_count_kv", s.n_head_kv);
+  w.add_u32(p + "attention.key_length", s.head_dim);
+  w.add_u32(p + "attention.value_length", s.head_dim);
+  w.add_u32(p + "rope.dimension_count", s.head_dim);
+  w.add_f32(p + "rope.freq_base", s.rope_base);
+  w.add_f32(p + "attention.layer_norm_rms_epsilon", s.rms_eps);
+  w.add_u32(p + "expert_count", s.n_expert);
+  w.add_u32(p + "expert_used_count", s.n_expert_used);
+  w.add_u32(p + "vocab_size", s.n_vocab);
+}
+
+// Copies tokenizer.* from the vocabulary file, cut or padded to n_vocab tokens.
+void add_tokenizer(GgufWriter& w, const GgufFile& vocab, int32_t n_vocab) {
+  const size_t n_src = vocab.get_string_array("tokenizer.ggml.tokens").size();
+  const size_t n = static_cast<size_t>(n_vocab);
+  std::unordered_set<std::string> kept;
+  for (const std::string& key : vocab.metadata_keys()) {
+    if (key.rfind("tokenizer.", 0) != 0) continue;
+    GgufValue v = *vocab.find(key);
+    if (key == "tokenizer.ggml.tokens") {
+      v.array_strings.resize(std::min(n, n_src));
+      for (size_t i = n_src; i < n; ++i) v.array_strings.push_back("[PAD" + std::to_string(i) + "]");
+      kept.insert(v.array_strings.begin(), v.array_strings.end());
+    } else if (key == "tokenizer.ggml.scores") {
+      v.array_floats.resize(n, 0.0);
+    } else if (key == "tokenizer.ggml.token_type") {
+      v.array_ints.resize(std::min(n, n_src));
+      v.array_ints.resize(n, 5);  // padding tokens are UNUSED
+    } else if (v.is_integer() && key.size() > 9 && key.compare(key.size() - 9, 9, "_token_id") == 0 &&
+               v.int_value >= n_vocab) {
+      continue;  // a special token cut off with the vocabulary
+    }
+    if (v.is_array()) v.array_size = std::max({v.array_strings.size(), v.array_floats.size(), v.array_ints.size()});
+    if (key == "tokenizer.ggml.merges" && n < n_src) {
+      std::vector<std::string> merges;
+      for (const std::string& m : v.array_strings) {
+        const size_t sp = m.find(' ', 1);
+        if (sp != std::string::npos && kept.count(m.substr(0, sp)) && kept.count(m.substr(sp + 1)) &&
+            kept.count(m.substr(0, sp) + m.substr(sp + 1))) {
+          merges.push_back(m);
+        }
+      }
+      v.array_strings = std::move(merges);
+      v.array_size = v.array_strings.size();
+    }
+    w.add(key, v);
+  }
+}
+
+// splitmix64: a counter-based generator, so any chunk's numbers can be made on any thread.
+uint64_t mix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+// Rows [row0, row0 + n_rows) of a tensor as floats, then in its type.
+void make_chunk(const TensorPlan& t, uint64_t tensor_seed, int64_t chunk, int64_t n_rows,
+                std::vector<float>& values, uint8_t* out) {
+  const int64_t row = t.ne[0];
+  values.resize(static_cast<size_t>(n_rows * row));
+  if (t.fill == Fill::Ones) {
+    std::fill(values.begin(), values.end(), 1.0f);
+  } else {
+    uint64_t state = mix(tensor_seed ^ mix(static_cast<uint64_t>(chunk)));
+    for (size_t i = 0; i < values.size(); i += 2) {  // Box-Muller: two normals per draw
+      state = mix(state);
+      const double u1 = (static_cast<double>(state >> 11) + 1.0) * (1.0 / 9007199254740993.0);
+      state = mix(state);
+      const double u2 = static_cast<double>(state >> 11) * (1.0 / 9007199254740992.0);
+      const double r = std::sqrt(-2.0 * std::log(u1)) * kWeightStd;
+      values[i] = static_cast<float>(r * std::cos(2.0 * M_PI * u2));
+      if (i + 1 < values.size()) values[i + 1] = static_cast<float>(r * std::sin(2.0 * M_PI * u2));
+    }
+  }
+  const int64_t stride = row_bytes(t.type, row);
+  for (int64_t r = 0; r < n_rows; ++r) quantize_row(t.type, values.data() + r * row, out + r * stride, row);
+}
+
+}  // namespace
+
+bool gen_model_supports_type(GgmlType type) {
+  switch (type) {
+    case GgmlType::F32: case GgmlType::F16: case GgmlType::BF16: case GgmlType::Q8_0:
+    case GgmlType::Q4_0: case GgmlType::Q4_K: case GgmlType::Q6_K: return true;
+    default: return false;
+  }
+}
+
+std::string default_vocab_path() { return std::string(TANDEM_SOURCE_DIR) + "/tools/vocab/ggml-vocab-llama-spm.gguf"; }
+
+void generate_model(const GenModelOptions& o, const std::function<void(uint64_t, uint64_t)>& progress) {
+  if (o.arch != "qwen3moe" && o.arch != "qwen2moe" && o.arch != "mixtral" && o.arch != "olmoe") {
+    throw std::invalid_argument("unknown architecture '" + o.arch + "' (qwen3moe, qwen2moe, mixtral, olmoe)");
+  }
+  if (!gen_model_supports_type(o.type)) {
+    throw std::invalid_argument("gen-model cannot write type " + std::string(type_name(o.type)) +
+                                " (f32, f16, bf16, q8_0, q4_0, q4_k, q6_k)");
+  }
+  if (o.output_path.empty()) throw std::invalid_argument("no output path given");
+  const Shape s = preset_shape(o);
+  const auto vocab = GgufFile::open(o.vocab_path.empty() ? default_vocab_path() : o.vocab_path);
+  const std::vector<TensorPlan> plan = plan_tensors(o.arch, s, o.type);
+
+  GgufWriter w;
+  add_hparams(w, o.arch, s);
+  w.add_string("general.name", "tandem-synthetic-" + o.arch + "-" + o.preset + "-" + std::string(type_name(o.type)));
+  w.add_u32("general.file_type", file_type(o.type));
+  w.add_u32("general.quantization_version", 2);
+  add_tokenizer(w, *vocab, s.n_vocab);
+  uint64_t total = 0;
+  for (const TensorPlan& t : plan) total += w.tensor_bytes(w.add_tensor(t.name, t.type, t.ne));
+
+  const std::string tmp = o.output_path + ".tmp";
+  w.begin(tmp);
+  tbb::task_arena arena(o.n_threads > 0 ? o.n_threads : tbb::task_arena::automatic);
+  // Chunks are made in parallel batches and written in order: memory stays at one batch.
+  const int64_t batch_chunks = 64;
+  std::vector<uint8_t> buffer;
+  uint64_t done = 0;
+  for (size_t ti = 0; ti < plan.size(); ++ti) {
+    const TensorPlan& t = plan[ti];
+    const int64_t n_rows = [&] { int64_t r = 1; for (size_t d = 1; d < t.ne.size(); ++d) r *= t.ne[d]; return r; }();
+    const int64_t stride = row_bytes(t.type, t.ne[0]);
+    const int64_t n_chunks = (n_rows + kRowsPerChunk - 1) / kRowsPerChunk;
+    const uint64_t tensor_seed = mix(o.seed * 0x100000001b3ull + ti);
+    for (int64_t c0 = 0; c0 < n_chunks; c0 += batch_chunks) {
+      const int64_t c1 = std::min(n_chunks, c0 + batch_chunks);
+      const int64_t rows = std::min(n_rows, c1 * kRowsPerChunk) - c0 * kRowsPerChunk;
+      buffer.resize(static_cast<size_t>(rows * stride));
+      arena.execute([&] {
+        tbb::parallel_for(c0, c1, [&](int64_t c) {
+          thread_local std::vector<float> values;
+          const int64_t r0 = c * kRowsPerChunk;
+          make_chunk(t, tensor_seed, c, std::min(kRowsPerChunk, n_rows - r0), values,
+                     buffer.data() + (r0 - c0 * kRowsPerChunk) * stride);
+        });
+      });
+      w.write_data(buffer.data(), buffer.size());
+      done += buffer.size();
+      if (progress) progress(done, total);
+    }
+  }
+  w.finish();
+  std::filesystem::rename(tmp, o.output_path);
+}
+
+}  // namespace tandem
