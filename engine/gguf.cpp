@@ -265,16 +265,14 @@ void GgufFile::parse() {
     }
     GgufValue v = read_value(c, static_cast<GgufValueType>(t), "metadata '" + key + "'", 0);
     if (metadata_.count(key)) c.fail("metadata '" + key + "'", type_at, "duplicate key");
+    if (key == "general.alignment") {
+      if (!v.is_integer() || v.int_value <= 0 || (v.int_value & (v.int_value - 1)) != 0) {
+        c.fail("metadata 'general.alignment'", type_at, "value " + v.to_string() + " is not a positive power of two");
+      }
+      alignment_ = static_cast<uint64_t>(v.int_value);
+    }
     metadata_order_.push_back(key);
     metadata_.emplace(key, std::move(v));
-  }
-
-  if (const GgufValue* a = find("general.alignment")) {
-    if (!a->is_integer() || a->int_value <= 0 || (a->int_value & (a->int_value - 1)) != 0) {
-      throw GgufError(path_ + ": invalid GGUF: metadata 'general.alignment' = " + a->to_string() +
-                      " is not a positive power of two");
-    }
-    alignment_ = static_cast<uint64_t>(a->int_value);
   }
 
   std::vector<uint64_t> info_offsets;
