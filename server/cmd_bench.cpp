@@ -13,6 +13,7 @@
 #include "cpu/memory_bandwidth.h"
 #include "engine/engine.h"
 #include "engine/model.h"
+#include "server/accelerator_options.h"
 #include "server/cli_args.h"
 #include "server/commands.h"
 
@@ -30,7 +31,7 @@ constexpr const char* kHelp = R"(usage: tandem bench -m MODEL [options]
   --kv-type f32|f16    KV cache element type (default f32)
   --roofline           also print weight bytes read per token, achieved GB/s and the fraction
                        of this machine's read bandwidth (measured here, all threads)
-Tokens are random ids; a warm-up run precedes each test.
+%sTokens are random ids; a warm-up run precedes each test.
 )";
 
 struct BenchOptions {
@@ -39,6 +40,7 @@ struct BenchOptions {
   int32_t reps = 5;
   bool json = false, roofline = false;
   KvType kv = KvType::F32;
+  AcceleratorSetup accel;
 };
 
 BenchOptions parse(const Args& args) {
@@ -60,6 +62,7 @@ BenchOptions parse(const Args& args) {
       if (v != "f32" && v != "f16") throw UsageError("option --kv-type: '" + v + "' is not f32 or f16");
       o.kv = v == "f16" ? KvType::F16 : KvType::F32;
     } else if (a == "--roofline") o.roofline = true;
+    else if (o.accel.parse_option(a, r)) continue;
     else throw UsageError("unknown option '" + a + "' (see tandem bench --help)");
   }
   if (o.model_path.empty()) throw UsageError("no model given (-m FILE)");
@@ -121,7 +124,7 @@ double peak_rss_gib() {
 int cmd_bench(const Args& args) {
   for (const std::string& a : args) {
     if (a == "-h" || a == "--help") {
-      std::printf("%s", kHelp);
+      std::printf(kHelp, AcceleratorSetup::kHelp);
       return 0;
     }
   }
@@ -141,8 +144,10 @@ int cmd_bench(const Args& args) {
     std::printf("| model | size | threads | test | t/s |%s\n", o.roofline ? " GB/s | roofline |" : "");
     std::printf("| --- | ---: | ---: | ---: | ---: |%s\n", o.roofline ? " ---: | ---: |" : "");
   }
+  EngineOptions accel_options;
+  o.accel.apply(accel_options);
   for (int32_t threads : o.threads) {
-    EngineOptions eo;
+    EngineOptions eo = accel_options;
     eo.n_threads = threads;
     eo.kv_type = o.kv;
     int32_t longest = 1;
@@ -185,6 +190,7 @@ int cmd_bench(const Args& args) {
     for (int32_t p : o.n_prompt) if (p > 0) run_test(p, 0);
     for (int32_t n : o.n_gen) if (n > 0) run_test(0, n);
   }
+  o.accel.finish();
   if (o.json) {
     std::printf("%s\n", rows.dump(2).c_str());
   } else {

@@ -11,6 +11,7 @@
 #include "engine/model.h"
 #include "engine/sampler.h"
 #include "engine/tokenizer.h"
+#include "server/accelerator_options.h"
 #include "server/cli_args.h"
 #include "server/commands.h"
 
@@ -30,7 +31,7 @@ Generates text, streaming it to stdout, then prints prompt and generation tokens
   -t, --threads N         CPU threads (default: all physical cores)
   -c, --ctx-size N        context length (default 4096)
   --kv-type f32|f16       KV cache element type (default f32)
-
+%s
 Parity checking:
   --prompt-tokens 12,7,99 process these ids as one batch (repeat the option for more cases)
   --force-tokens 5,9,...  feed exactly these tokens one at a time after the prompt (teacher
@@ -46,6 +47,7 @@ struct RunOptions {
   SamplingParams sampling;
   EngineOptions engine;
   std::vector<std::vector<int32_t>> prompt_tokens, force_tokens;
+  AcceleratorSetup accel;
 };
 
 RunOptions parse(const Args& args) {
@@ -74,6 +76,7 @@ RunOptions parse(const Args& args) {
     else if (a == "--prompt-tokens") o.prompt_tokens.push_back(parse_int_list(a, r.value(a)));
     else if (a == "--force-tokens") o.force_tokens.push_back(parse_int_list(a, r.value(a)));
     else if (a == "--dump-logits") o.dump_path = r.value(a);
+    else if (o.accel.parse_option(a, r)) continue;
     else throw UsageError("unknown option '" + a + "' (see tandem run --help)");
   }
   if (o.model_path.empty()) throw UsageError("no model given (-m FILE)");
@@ -161,7 +164,7 @@ int generate(const RunOptions& o, const Model& model, Engine& engine) {
 int cmd_run(const Args& args) {
   for (const std::string& a : args) {
     if (a == "-h" || a == "--help") {
-      std::printf("%s", kHelp);
+      std::printf(kHelp, AcceleratorSetup::kHelp);
       return 0;
     }
   }
@@ -173,8 +176,14 @@ int cmd_run(const Args& args) {
     return 2;
   }
   const auto model = Model::load(o.model_path);
-  Engine engine(*model, o.engine);
-  return o.dump_path.empty() ? generate(o, *model, engine) : dump_logits(o, engine);
+  o.accel.apply(o.engine);
+  int rc = 0;
+  {
+    Engine engine(*model, o.engine);
+    rc = o.dump_path.empty() ? generate(o, *model, engine) : dump_logits(o, engine);
+  }
+  o.accel.finish();
+  return rc;
 }
 
 }  // namespace tandem

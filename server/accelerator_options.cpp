@@ -1,0 +1,45 @@
+#include "server/accelerator_options.h"
+
+#include <cstdio>
+
+namespace tandem {
+
+bool AcceleratorSetup::parse_option(const std::string& a, ArgReader& r) {
+  if (a == "--gpu") {
+    gpu.device = r.value(a);
+    try {
+      validate_gpu_device(gpu.device);
+    } catch (const std::invalid_argument& e) {
+      throw UsageError(std::string("option --gpu: ") + e.what());
+    }
+  } else if (a == "--gpu-budget") {
+    gpu.memory_budget_gb = r.float_value(a, 0, 1 << 20);
+  } else if (a == "--expert-cache") {
+    gpu.expert_cache_gb = r.float_value(a, 0, 1 << 20);
+  } else if (a == "--hardware") {
+    gpu.hardware_profile = r.value(a);
+  } else if (a == "--trace") {
+    trace_path = r.value(a);
+  } else {
+    return false;
+  }
+  return true;
+}
+
+void AcceleratorSetup::apply(EngineOptions& options) {
+  if (!trace_path.empty()) trace_ = std::make_unique<TraceRecorder>();
+  std::string log;
+  accelerator_ = make_accelerator(gpu, trace_.get(), &log);
+  if (!log.empty()) std::fprintf(stderr, "%s\n", log.c_str());
+  options.trace = trace_.get();
+  options.accelerator = accelerator_.get();
+  if (accelerator_) options.expert_cache_bytes = expert_cache_budget(gpu, *accelerator_);
+}
+
+void AcceleratorSetup::finish() const {
+  if (!trace_) return;
+  trace_->write_chrome_trace(trace_path);
+  std::fprintf(stderr, "trace: %zu spans written to %s (open in ui.perfetto.dev)\n", trace_->size(), trace_path.c_str());
+}
+
+}  // namespace tandem

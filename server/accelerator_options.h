@@ -1,0 +1,43 @@
+// The accelerator and trace options shared by run, bench and serve:
+//   --gpu none|sim|N  --gpu-budget GB  --expert-cache GB  --hardware FILE  --trace FILE
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "engine/engine.h"
+#include "engine/trace.h"
+#include "gpu/accelerator.h"
+#include "gpu/accelerator_factory.h"
+#include "server/cli_args.h"
+
+namespace tandem {
+
+class AcceleratorSetup {
+ public:
+  static constexpr const char* kHelp =
+      "  --gpu none|sim|N      accelerator: none (default), sim (modelled GPU: results computed\n"
+      "                        on the CPU, times from --hardware) or a CUDA device index\n"
+      "  --gpu-budget GB       device memory to use (default: all of it)\n"
+      "  --expert-cache GB     device memory for cached experts (default: budget - 256 MiB)\n"
+      "  --hardware FILE       hardware profile of the sim (default\n"
+      "                        configs/hardware/rtx4090-ddr5-desktop.json)\n"
+      "  --trace FILE          write a Chrome/Perfetto trace of expert work and device ops\n";
+
+  // Consumes `option` (and its value from r) when it is one of ours.
+  bool parse_option(const std::string& option, ArgReader& r);
+  // Creates the trace recorder and accelerator and points the engine options at them.
+  // Keep this object alive longer than the engine.
+  void apply(EngineOptions& options);
+  // Writes the trace file when --trace was given (call after the engine is gone).
+  void finish() const;
+
+  GpuConfig gpu;
+  std::string trace_path;
+
+ private:
+  std::unique_ptr<TraceRecorder> trace_;
+  std::unique_ptr<Accelerator> accelerator_;
+};
+
+}  // namespace tandem

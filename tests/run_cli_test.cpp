@@ -1,0 +1,127 @@
+// `tandem run` as a user runs it: generation on a gen-model model, the logit dump layout, a
+// trace that loads as Chrome/Perfetto JSON, and clear errors for bad input.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <nlohmann/json.hpp>
+
+#include "engine/gguf_writer.h"
+#include "tools/gen_model.h"
+
+namespace tandem {
+namespace {
+
+namespace fs = std::filesystem;
+
+class RunCli : public testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = fs::temp_directory_path() / ("tandem-run-" + std::to_string(::getpid()));
+    fs::create_directories(dir_);
+    GenModelOptions o;
+    o.output_path = (dir_ / "tiny.gguf").string();
+    generate_model(o);
+  }
+  static void TearDownTestSuite() { fs::remove_all(dir_); }
+
+  static std::string path(const std::string& name) { return (dir_ / name).string(); }
+
+  static int run(const std::string& args, std::string* out, std::string* err) {
+    const std::string o = path("out.txt"), e = path("err.txt");
+    const int rc = std::system((std::string(TANDEM_BINARY) + " run " + args + " >" + o + " 2>" + e).c_str());
+    auto slurp = [](const std::string& p) {
+      std::ifstream in(p);
+      return std::string(std::istreambuf_iterator<char>(in), {});
+    };
+    *out = slurp(o);
+    *err = slurp(e);
+    return WEXITSTATUS(rc);
+  }
+
+  static fs::path dir_;
+};
+
+fs::path RunCli::dir_;
+
+TEST_F(RunCli, GeneratesTextAndReportsSpeed) {
+  std::string out, err;
+  ASSERT_EQ(run("-m " + path("tiny.gguf") + " -p 'Once upon a time' -n 8 --temp 0", &out, &err), 0) << err;
+  EXPECT_EQ(out.rfind("Once upon a time", 0), 0u) << out;
+  EXPECT_GT(out.size(), std::string("Once upon a time\n").size());
+  EXPECT_NE(err.find("generation: 8 tokens"), std::string::npos) << err;
+  EXPECT_NE(err.find("tokens/s"), std::string::npos) << err;
+}
+
+TEST_F(RunCli, DumpsLogitsInTheReferenceLayout) {
+  std::string out, err;
+  const std::string dump = path("dump.json");
+  ASSERT_EQ(run("-m " + path("tiny.gguf") + " --prompt-tokens 12,7,99 -n 3 --temp 0 --dump-logits " + dump, &out, &err), 0) << err;
+  std::ifstream in(dump);
+  const auto j = nlohmann::json::parse(in);
+  ASSERT_EQ(j["cases"].size(), 1u);
+  const auto& c = j["cases"][0];
+  EXPECT_EQ(c["prompt"], nlohmann::json({12, 7, 99}));
+  EXPECT_EQ(c["prompt_logits"].size(), 3u);
+  EXPECT_EQ(c["prompt_logits"][0].size(), 4096u);
+  EXPECT_EQ(c["greedy"].size(), 3u);
+  EXPECT_EQ(c["decode_logits"].size(), 3u);
+  ASSERT_EQ(run("-m " + path("tiny.gguf") + " --prompt-tokens 12,7,99 --force-tokens 5,6 --temp 0 --dump-logits " + dump, &out, &err), 0) << err;
+  std::ifstream in2(dump);
+  EXPECT_EQ(nlohmann::json::parse(in2)["cases"][0]["greedy"], nlohmann::json({5, 6}));
+}
+
+TEST_F(RunCli, TraceOfTheSimAcceleratorIsValidChromeTrace) {
+  std::string out, err;
+  const std::string trace = path("trace.json");
+  ASSERT_EQ(run("-m " + path("tiny.gguf") + " -p 'Hello' -n 4 --temp 0 --gpu sim --expert-cache 0.001 --trace " + trace, &out, &err), 0) << err;
+  EXPECT_NE(err.find("accelerator: sim"), std::string::npos) << err;
+  std::ifstream in(trace);
+  const auto j = nlohmann::json::parse(in);  // throws (fails the test) on invalid JSON
+  ASSERT_TRUE(j.contains("traceEvents"));
+  int complete = 0;
+  bool cpu_track = false, sim_track = false;
+  for (const auto& e : j["traceEvents"]) {
+    ASSERT_TRUE(e.contains("ph") && e.contains("pid") && e.contains("tid"));
+    if (e["ph"] == "X") {
+      ++complete;
+      EXPECT_TRUE(e["ts"].is_number() && e["dur"].is_number());
+    }
+    if (e["ph"] == "M" && e.contains("args") && e["args"].contains("name")) {
+      const std::string name = e["args"]["name"];
+      cpu_track |= name == "cpu experts";
+      sim_track |= name.find("sim") != std::string::npos;
+    }
+  }
+  EXPECT_GT(complete, 10);
+  EXPECT_TRUE(cpu_track) << "no CPU expert track";
+  EXPECT_TRUE(sim_track) << "no sim accelerator track";
+}
+
+TEST_F(RunCli, BadInputGetsAClearError) {
+  std::string out, err;
+  EXPECT_EQ(run("-m " + path("tiny.gguf") + " -p hi --bogus", &out, &err), 2);
+  EXPECT_NE(err.find("unknown option '--bogus'"), std::string::npos) << err;
+  EXPECT_EQ(run("-m " + path("tiny.gguf") + " -p hi -n -3", &out, &err), 2);
+  EXPECT_NE(err.find("-n"), std::string::npos) << err;
+  EXPECT_EQ(run("-p hi", &out, &err), 2);
+  EXPECT_NE(err.find("no model given"), std::string::npos) << err;
+  EXPECT_EQ(run("-m " + path("tiny.gguf") + " -p hi --gpu tpu", &out, &err), 2);
+  EXPECT_NE(err.find("'tpu'"), std::string::npos) << err;
+  EXPECT_NE(run("-m " + path("missing.gguf") + " -p hi", &out, &err), 0);
+  EXPECT_NE(err.find("missing.gguf"), std::string::npos) << err;
+  EXPECT_NE(run("-m " + path("tiny.gguf") + " -p hi -n 5000 -c 64", &out, &err), 0);
+  EXPECT_NE(err.find("exceeds the context"), std::string::npos) << err;
+
+  GgufWriter w;  // a GGUF of an architecture Tandem does not serve
+  w.add_string("general.architecture", "bert");
+  w.begin(path("bert.gguf"));
+  w.finish();
+  EXPECT_NE(run("-m " + path("bert.gguf") + " -p hi", &out, &err), 0);
+  EXPECT_NE(err.find("unsupported architecture 'bert'"), std::string::npos) << err;
+}
+
+}  // namespace
+}  // namespace tandem
