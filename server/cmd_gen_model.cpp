@@ -1,4 +1,6 @@
 // `tandem gen-model`: writes a random-weight GGUF of a real MoE architecture.
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdio>
 #include <string>
@@ -83,15 +85,18 @@ int cmd_gen_model(const Args& args) {
   }
   const auto t0 = std::chrono::steady_clock::now();
   int last_percent = -1;
+  // A terminal gets a live percentage; a log file a line every 10%.
+  const bool tty = ::isatty(STDERR_FILENO) != 0;
+  const int step = tty ? 1 : 10;
   generate_model(o, [&](uint64_t done, uint64_t total) {
-    const int percent = total ? static_cast<int>(100 * done / total) : 100;
+    const int percent = (total ? static_cast<int>(100 * done / total) : 100) / step * step;
     if (percent == last_percent) return;
     last_percent = percent;
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::fprintf(stderr, "\rgen-model: %3d%%  %.0f / %.0f MB  %.0f MB/s ", percent, done / 1e6, total / 1e6,
-                 s > 0 ? done / 1e6 / s : 0.0);
+    std::fprintf(stderr, "%sgen-model: %3d%%  %.0f / %.0f MB  %.0f MB/s%s", tty ? "\r" : "", percent, done / 1e6,
+                 total / 1e6, s > 0 ? done / 1e6 / s : 0.0, tty ? " " : "\n");
   });
-  std::fprintf(stderr, "\nwrote %s\n", o.output_path.c_str());
+  std::fprintf(stderr, "%swrote %s\n", tty ? "\n" : "", o.output_path.c_str());
   return 0;
 }
 

@@ -15,6 +15,7 @@
 #include "engine/engine.h"
 #include "engine/model.h"
 #include "engine/tokenizer.h"
+#include "server/accelerator_options.h"
 #include "server/cli_args.h"
 #include "server/commands.h"
 #include "server/config.h"
@@ -38,13 +39,19 @@ $TANDEM_CACHE_DIR (default ~/.cache/tandem).
   -np, --parallel N     sequences decoded together (server.max_parallel)
   --ctx-size N          context tokens per sequence (context_size)
   -t, --threads N       CPU threads (0: all physical cores)
-)";
+%s)";
 
-ServeConfig parse_args(const Args& args) {
+// Command-line options override the config; the accelerator ones go through `accel`, which
+// starts from the config's gpu section.
+ServeConfig parse_args(const Args& args, AcceleratorSetup& accel) {
   ServeConfig c;
   for (size_t i = 0; i + 1 < args.size(); ++i) {
     if (args[i] == "-c" || args[i] == "--config") c = load_serve_config(args[i + 1]);
   }
+  accel.gpu.device = c.gpu.device;
+  accel.gpu.memory_budget_gb = c.gpu.memory_budget_gb;
+  accel.gpu.expert_cache_gb = c.gpu.expert_cache_gb;
+  accel.gpu.hardware_profile = c.gpu.hardware_profile;
   ArgReader r(args);
   while (!r.done()) {
     const std::string a = r.next();
@@ -64,6 +71,8 @@ ServeConfig parse_args(const Args& args) {
       c.context_size = static_cast<int32_t>(r.int_value(a, 16, 1 << 22));
     else if (a == "-t" || a == "--threads")
       c.threads = static_cast<int32_t>(r.int_value(a, 0, 4096));
+    else if (accel.parse_option(a, r))
+      continue;
     else
       throw UsageError("unknown option '" + a + "' (see tandem serve --help)");
   }
@@ -99,13 +108,15 @@ std::string demo_model_path() {
 
 // Everything that lives from model load to shutdown.
 struct Backend {
+  AcceleratorSetup accel;  // outlives the engine, which holds device memory
   std::unique_ptr<Model> model;
   std::unique_ptr<Engine> engine;
   std::unique_ptr<Batcher> batcher;
 };
 
-Backend load_backend(ServeConfig& c, HttpServer& http) {
+Backend load_backend(ServeConfig& c, AcceleratorSetup accel, HttpServer& http) {
   Backend b;
+  b.accel = std::move(accel);
   const bool demo = c.model.path.empty();
   if (demo) c.model.path = demo_model_path();
   b.model = Model::load(c.model.path);
@@ -121,6 +132,7 @@ Backend load_backend(ServeConfig& c, HttpServer& http) {
   eo.n_seq_max = c.server.max_parallel;
   eo.n_threads = c.threads;
   eo.kv_type = c.kv_type == "f16" ? KvType::F16 : KvType::F32;
+  b.accel.apply(eo);
   b.engine = std::make_unique<Engine>(*b.model, eo);
   b.batcher = std::make_unique<Batcher>(
       *b.engine, b.model->tokenizer(),
@@ -187,13 +199,14 @@ class SignalWaiter {
 int cmd_serve(const Args& args) {
   for (const std::string& a : args) {
     if (a == "-h" || a == "--help") {
-      std::printf("%s", kHelp);
+      std::printf(kHelp, AcceleratorSetup::kHelp);
       return 0;
     }
   }
   ServeConfig config;
+  AcceleratorSetup accel;
   try {
-    config = parse_args(args);
+    config = parse_args(args, accel);
   } catch (const UsageError& e) {
     std::fprintf(stderr, "tandem serve: %s\n", e.what());
     return 2;
@@ -207,7 +220,7 @@ int cmd_serve(const Args& args) {
   std::thread listener([&http] { http.listen(); });
   Backend backend;
   try {
-    backend = load_backend(config, http);
+    backend = load_backend(config, std::move(accel), http);
   } catch (...) {
     http.stop();
     listener.join();
@@ -220,6 +233,9 @@ int cmd_serve(const Args& args) {
   backend.batcher->shutdown(grace);
   http.stop();
   listener.join();
+  backend.batcher.reset();
+  backend.engine.reset();
+  backend.accel.finish();
   std::fprintf(stderr, "tandem serve: stopped\n");
   return 0;
 }

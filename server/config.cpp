@@ -121,7 +121,6 @@ void parse_server(const json& v, ServerConfig& c) {
   if (c.host.empty()) throw ConfigError("config key 'server.host' must not be empty");
 }
 
-// Only the basic shape is checked here; the GPU and scheduler components own their other keys.
 void parse_gpu(const json& v, GpuSection& g) {
   Section s(v, "gpu.");
   s.custom("device", [&g](const json& d) {
@@ -133,7 +132,9 @@ void parse_gpu(const json& v, GpuSection& g) {
       Section::fail("gpu.device", "\"none\", \"sim\" or a device index >= 0", d);
   });
   s.number("memory_budget_gb", g.memory_budget_gb, 0, 1e6);
-  s.run(true);
+  s.number("expert_cache_gb", g.expert_cache_gb, 0, 1e6);
+  s.str("hardware_profile", g.hardware_profile);
+  s.run();
 }
 
 void parse_scheduler(const json& v, SchedulerSection& c) {

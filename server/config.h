@@ -37,6 +37,8 @@ struct ServerConfig {
 struct GpuSection {
   std::string device = "none";    // "none", "sim", or a CUDA device index as a string
   double memory_budget_gb = 0.0;  // 0: the whole free memory of the device
+  double expert_cache_gb = -1.0;  // < 0: the budget minus working buffers
+  std::string hardware_profile;   // sim: hardware profile JSON (empty: the RTX 4090 desktop one)
 };
 
 struct SchedulerSection {

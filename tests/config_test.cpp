@@ -35,7 +35,7 @@ TEST(Config, ReadsEverySection) {
                "body_limit_bytes": 4096, "prefill_chunk": 64, "default_max_tokens": 10,
                "retry_after_s": 2, "shutdown_grace_s": 0.5, "log_requests": false},
     "context_size": 1024, "threads": 2, "kv_type": "f16",
-    "gpu": {"device": 0, "memory_budget_gb": 12.5, "expert_cache": "lru"},
+    "gpu": {"device": 0, "memory_budget_gb": 12.5, "expert_cache_gb": 10, "hardware_profile": "h.json"},
     "scheduler": {"policy": "cost", "prefetch": true}})");
   const ServeConfig c = parse_serve_config(j);
   EXPECT_EQ(c.model.path, "m.gguf");
@@ -50,7 +50,9 @@ TEST(Config, ReadsEverySection) {
   EXPECT_EQ(c.kv_type, "f16");
   EXPECT_EQ(c.gpu.device, "0");
   EXPECT_DOUBLE_EQ(c.gpu.memory_budget_gb, 12.5);
-  EXPECT_EQ(c.gpu_json["expert_cache"], "lru");  // kept for the GPU component
+  EXPECT_DOUBLE_EQ(c.gpu.expert_cache_gb, 10.0);
+  EXPECT_EQ(c.gpu.hardware_profile, "h.json");
+  EXPECT_THROW(parse_serve_config(nlohmann::json::parse(R"({"gpu": {"expert_cache": "lru"}})")), ConfigError);
   EXPECT_EQ(c.scheduler.policy, "cost");
 }
 
