@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <ostream>
 #include <sstream>
 
 #include "engine/gguf.h"
@@ -50,6 +51,8 @@ std::vector<std::vector<int32_t>> read_ids(const std::string& path) {
   }
   return out;
 }
+
+void PrintTo(const VectorFile& v, std::ostream* os) { *os << v.vectors; }
 
 class TokenizerVectors : public testing::TestWithParam<VectorFile> {};
 
