@@ -240,10 +240,20 @@ float dot_mxfp4_q8_0(const BlockMxfp4* x, const BlockQ8_0* y, int64_t nb) {
   return sum;
 }
 
+// Element i of a row that may sit at any byte address (rows of any stride are allowed).
+template <class T>
+T load(const void* row, int64_t i) {
+  T v;
+  std::memcpy(&v, static_cast<const uint8_t*>(row) + i * static_cast<int64_t>(sizeof(T)), sizeof v);
+  return v;
+}
+
 template <class Convert>
-float dot_floats(const uint16_t* w, const uint16_t* a, int64_t n, Convert convert) {
+float dot_floats(const void* w, const void* a, int64_t n, Convert convert) {
   double sum = 0;
-  for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(convert(w[i])) * convert(a[i]);
+  for (int64_t i = 0; i < n; ++i) {
+    sum += static_cast<double>(convert(load<uint16_t>(w, i))) * convert(load<uint16_t>(a, i));
+  }
   return static_cast<float>(sum);
 }
 
@@ -256,16 +266,12 @@ void dequantize_row(GgmlType type, const void* src, float* dst, int64_t n) {
     case GgmlType::F32:
       std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float));
       return;
-    case GgmlType::F16: {
-      const auto* h = static_cast<const uint16_t*>(src);
-      for (int64_t i = 0; i < n; ++i) dst[i] = fp16_to_fp32(h[i]);
+    case GgmlType::F16:
+      for (int64_t i = 0; i < n; ++i) dst[i] = fp16_to_fp32(load<uint16_t>(src, i));
       return;
-    }
-    case GgmlType::BF16: {
-      const auto* h = static_cast<const uint16_t*>(src);
-      for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_fp32(h[i]);
+    case GgmlType::BF16:
+      for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_fp32(load<uint16_t>(src, i));
       return;
-    }
     case GgmlType::Q4_0:
       return dequantize_q4_0(static_cast<const BlockQ4_0*>(src), dst, nb);
     case GgmlType::Q4_1:
@@ -392,18 +398,14 @@ float vec_dot_ref(GgmlType weight_type, int64_t n, const void* w, const void* a)
   const auto* a8k = static_cast<const BlockQ8K*>(a);
   switch (weight_type) {
     case GgmlType::F32: {
-      const auto* wf = static_cast<const float*>(w);
-      const auto* af = static_cast<const float*>(a);
       double sum = 0;
-      for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(wf[i]) * af[i];
+      for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(load<float>(w, i)) * load<float>(a, i);
       return static_cast<float>(sum);
     }
     case GgmlType::F16:
-      return dot_floats(static_cast<const uint16_t*>(w), static_cast<const uint16_t*>(a), n,
-                        fp16_to_fp32);
+      return dot_floats(w, a, n, fp16_to_fp32);
     case GgmlType::BF16:
-      return dot_floats(static_cast<const uint16_t*>(w), static_cast<const uint16_t*>(a), n,
-                        bf16_to_fp32);
+      return dot_floats(w, a, n, bf16_to_fp32);
     case GgmlType::Q4_0:
       return dot_blocks_q8_0(static_cast<const BlockQ4_0*>(w), a8, nb,
                              [](const BlockQ4_0& b, int j) { return nibble(b.qs, j) - 8; });

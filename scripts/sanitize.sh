@@ -19,6 +19,7 @@ build() {  # build <dir> <sanitizers>
 
 if [[ $which == asan || $which == all ]]; then
   build build-asan address,undefined
+  LSAN_OPTIONS="suppressions=$PWD/scripts/lsan.supp" \
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
   UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
     ctest --test-dir build-asan --output-on-failure --parallel "$jobs" --timeout 900
