@@ -15,8 +15,9 @@ server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
 for _ in $(seq 300); do curl -sf "$TANDEM_URL/health" >/dev/null && break; sleep 0.2; done
 rss() { awk '/VmRSS/ {print $2}' "/proc/$server/status"; }
-# Warm-up, then the baseline RSS.
-for _ in $(seq 8); do curl -s "$TANDEM_URL/v1/completions" -d '{"prompt":"warm up","max_tokens":16}' >/dev/null; done
+# Warm-up: the same traffic for WARMUP seconds, so buffers reach their peak batch sizes and
+# the allocator its working set; the baseline RSS is taken after it.
+DURATION=${WARMUP:-15} node bench/load.mjs >/dev/null || true
 rss_before=$(rss)
 # Slow clients: connect and send half a request line, then hold the connection.
 for _ in $(seq 8); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT"; printf 'POST /v1/completions HTTP/1.1\r\n' >&3; sleep "$DURATION") & done

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages Tandem needs to build and test. Idempotent: quiet and fast
-# when everything is already present. CUDA is optional and never installed here.
+# Installs the Debian 12 packages Tandem needs to build and test, plus any packages given as
+# arguments (scripts/fuzz-smoke.sh asks for clang). Idempotent: quiet and fast when everything
+# is already present. CUDA is optional and never installed here.
 set -euo pipefail
 
 packages=(
@@ -8,6 +9,7 @@ packages=(
   libdnnl-dev libtbb-dev libhwloc-dev libcpp-httplib-dev nlohmann-json3-dev libpcre2-dev
   libgtest-dev libgmock-dev
   nodejs npm python3
+  "$@"
 )
 
 missing=()
