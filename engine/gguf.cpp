@@ -228,7 +228,7 @@ std::unique_ptr<GgufFile> GgufFile::open(const std::string& path) {
   if (!S_ISREG(st.st_mode)) throw GgufError(path + ": not a regular file");
   f->size_ = static_cast<uint64_t>(st.st_size);
   if (f->size_ < 24) {
-    throw GgufError(path + ": invalid GGUF: file is " + std::to_string(f->size_) +
+    throw GgufError(path + ": invalid GGUF: header at byte offset 0: file is " + std::to_string(f->size_) +
                     " bytes, smaller than the 24-byte header");
   }
   void* m = mmap(nullptr, f->size_, PROT_READ, MAP_SHARED, f->fd_, 0);
