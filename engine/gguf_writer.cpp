@@ -52,7 +52,17 @@ void check_value(const std::string& key, const GgufValue& v) {
                                 "': array elements are not stored for element type " +
                                 std::string(gguf_value_type_name(v.array_type)));
   }
-  for (const GgufValue& item : v.array_items) check_value(key, item);
+  for (const GgufValue& item : v.array_items) {
+    if (!item.is_array())
+      throw std::invalid_argument("metadata '" + key + "': an array of arrays holds a non-array");
+    check_value(key, item);
+  }
+  if (v.array_type == GgufValueType::BOOL &&
+      std::any_of(v.array_ints.begin(), v.array_ints.end(),
+                  [](int64_t b) { return b != 0 && b != 1; })) {
+    throw std::invalid_argument("metadata '" + key +
+                                "': a bool array holds a value other than 0 or 1");
+  }
 }
 
 }  // namespace

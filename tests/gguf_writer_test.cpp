@@ -203,6 +203,10 @@ TEST(GgufWriter, RejectsBadDeclarations) {
   EXPECT_THROW(w.add_u32("k", 2), std::invalid_argument);
   GgufValue mixed = int_array(GgufValueType::FLOAT32, {1, 2});  // floats kept as ints
   EXPECT_THROW(w.add("mixed", mixed), std::invalid_argument);
+  EXPECT_THROW(w.add("bools", int_array(GgufValueType::BOOL, {0, 2})), std::invalid_argument);
+  GgufValue nested = int_array(GgufValueType::ARRAY, {});
+  nested.array_items = {scalar(GgufValueType::UINT8, 1)};
+  EXPECT_THROW(w.add("nested", nested), std::invalid_argument);
   EXPECT_THROW(w.add_tensor("t", GgmlType::F32, {}), std::invalid_argument);
   EXPECT_THROW(w.add_tensor("t", GgmlType::F32, {1, 1, 1, 1, 1}), std::invalid_argument);
   EXPECT_THROW(w.add_tensor("t", GgmlType::F32, {4, 0}), std::invalid_argument);
