@@ -117,11 +117,11 @@ DeviceBuffer CudaAcceleratorImpl::allocate(uint64_t bytes) {
   void* p = nullptr;
   CUDA_CHECK(cudaMalloc(&p, bytes));
   // Zeroed like the sim's buffers, and ready before either stream can touch it.
-  const cudaError_t err = cudaMemsetAsync(p, 0, bytes, compute_);
-  if (err != cudaSuccess || cudaStreamSynchronize(compute_) != cudaSuccess) {
+  cudaError_t err = cudaMemsetAsync(p, 0, bytes, compute_);
+  if (err == cudaSuccess) err = cudaStreamSynchronize(compute_);
+  if (err != cudaSuccess) {
     cudaFree(p);
     CUDA_CHECK(err);
-    CUDA_CHECK(cudaGetLastError());
   }
   const uint64_t handle = next_buffer_++;
   buffers_.emplace(handle, Allocation{p, bytes});
