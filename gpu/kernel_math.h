@@ -293,11 +293,13 @@ struct TypeQ6K {
 };
 
 // The one type table: X(ggml type name, traits struct).
+// clang-format off
 #define TANDEM_KMATH_FLOAT_TYPES(X) X(F32, TypeF32) X(F16, TypeF16) X(BF16, TypeBF16)
-#define TANDEM_KMATH_QUANT_TYPES(X)                                                        \
-  X(Q4_0, TypeQ4_0)                                                                        \
-  X(Q4_1, TypeQ4_1) X(Q5_0, TypeQ5_0) X(Q5_1, TypeQ5_1) X(Q8_0, TypeQ8_0) X(Q4_K, TypeQ4K) \
-      X(Q5_K, TypeQ5K) X(Q6_K, TypeQ6K) X(MXFP4, TypeMxfp4)
+#define TANDEM_KMATH_QUANT_TYPES(X)                                                  \
+  X(Q4_0, TypeQ4_0) X(Q4_1, TypeQ4_1) X(Q5_0, TypeQ5_0) X(Q5_1, TypeQ5_1)            \
+  X(Q8_0, TypeQ8_0) X(Q4_K, TypeQ4K) X(Q5_K, TypeQ5K) X(Q6_K, TypeQ6K)               \
+  X(MXFP4, TypeMxfp4)
+// clang-format on
 
 template <class T>
 TANDEM_HD inline void dequantize_block(const typename T::Block& b, float* y) {
