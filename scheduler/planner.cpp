@@ -50,9 +50,10 @@ struct Ordered {
 // Running state of the three resources.
 struct Clock {
   double cpu, gpu, pcie;
+  double penalty = 0.0;
 };
 
-inline void run_on_gpu(const ExpertJob& j, Clock& c) {
+inline void run_on_gpu(const ExpertJob& j, double penalty, Clock& c) {
   switch (j.residency) {
     case Residency::Resident:
       c.gpu += j.gpu_us;
@@ -63,6 +64,7 @@ inline void run_on_gpu(const ExpertJob& j, Clock& c) {
     case Residency::Absent:
       c.pcie += j.copy_us;
       c.gpu = std::max(c.gpu, c.pcie) + j.gpu_us;
+      c.penalty += penalty;
       break;
   }
 }
@@ -71,12 +73,12 @@ double evaluate_ordered(const LayerSituation& s, const Ordered& o, const std::ve
   Clock c{s.cpu_free_us, s.gpu_free_us, s.pcie_free_us};
   for (int32_t i : o.order) {
     if (g[i]) {
-      run_on_gpu(s.jobs[i], c);
+      run_on_gpu(s.jobs[i], s.copy_penalty_us, c);
     } else {
       c.cpu += s.jobs[i].cpu_us;
     }
   }
-  return std::max(c.cpu, c.gpu);
+  return std::max(c.cpu, c.gpu) + c.penalty;
 }
 
 LayerPlan make_plan(const LayerSituation& s, const Ordered& o, const std::vector<uint8_t>& g,
@@ -90,7 +92,7 @@ LayerPlan make_plan(const LayerSituation& s, const Ordered& o, const std::vector
       c.cpu += j.cpu_us;
       continue;
     }
-    run_on_gpu(j, c);
+    run_on_gpu(j, s.copy_penalty_us, c);
     if (j.residency == Residency::Absent) {
       p.placement[i] = Placement::CopyThenGpu;
       p.copy_order.push_back(i);
@@ -102,6 +104,7 @@ LayerPlan make_plan(const LayerSituation& s, const Ordered& o, const std::vector
   p.gpu_finish_us = c.gpu;
   p.pcie_finish_us = c.pcie;
   p.makespan_us = std::max(c.cpu, c.gpu);
+  p.objective_us = p.makespan_us + c.penalty;
   p.exact = exact;
   return p;
 }
@@ -128,22 +131,23 @@ class BranchAndBound {
  private:
   void dfs(size_t k, Clock c, bool prev_on_gpu) {
     if (k == o_.order.size()) {
-      const double v = std::max(c.cpu, c.gpu);
+      const double v = std::max(c.cpu, c.gpu) + c.penalty;
       if (v < best_) best_ = v, best_mask_ = mask_;
       return;
     }
     // Each remaining job adds at least min(cpu, gpu) time to one of the two sides.
-    const double lb = std::max({c.cpu, c.gpu, 0.5 * (c.cpu + c.gpu + suffix_min_[k])});
+    const double lb = std::max({c.cpu, c.gpu, 0.5 * (c.cpu + c.gpu + suffix_min_[k])}) + c.penalty;
     if (lb >= best_) return;
     const int32_t i = o_.order[k];
     const ExpertJob& j = s_.jobs[i];
     // Identical neighbours are interchangeable: only GPU...GPU CPU...CPU patterns are tried.
     const bool gpu_allowed = !(o_.same_as_prev[k] && !prev_on_gpu);
     Clock on_gpu = c;
-    run_on_gpu(j, on_gpu);
+    run_on_gpu(j, s_.copy_penalty_us, on_gpu);
     Clock on_cpu = c;
     on_cpu.cpu += j.cpu_us;
-    const bool gpu_first = std::max(on_gpu.cpu, on_gpu.gpu) <= std::max(on_cpu.cpu, on_cpu.gpu);
+    const bool gpu_first = std::max(on_gpu.cpu, on_gpu.gpu) + on_gpu.penalty <=
+                           std::max(on_cpu.cpu, on_cpu.gpu) + on_cpu.penalty;
     for (int pass = 0; pass < 2; ++pass) {
       const bool try_gpu = (pass == 0) == gpu_first;
       if (try_gpu && !gpu_allowed) continue;

@@ -41,12 +41,16 @@ struct LayerSituation {
   double pcie_free_us = 0.0;         // copies already queued (prefetches) end then
   int32_t n_batch_tokens = 0;        // tokens in this step (for threshold policies)
   double whole_layer_copy_us = 0.0;  // copy of all the layer's experts (llama.cpp offload)
+  // Price of the PCIe time a copy takes from later prefetches, added to the objective per
+  // copied expert (0: pure makespan).
+  double copy_penalty_us = 0.0;
 };
 
 struct LayerPlan {
   std::vector<Placement> placement;  // per job, same order as LayerSituation::jobs
   std::vector<int32_t> copy_order;   // job indices in PCIe order
   double makespan_us = 0.0;
+  double objective_us = 0.0;  // makespan + copy penalties: what the search minimised
   double cpu_finish_us = 0.0;
   double gpu_finish_us = 0.0;
   double pcie_finish_us = 0.0;
@@ -56,8 +60,8 @@ struct LayerPlan {
 
 inline constexpr int kExactLimit = 12;
 
-// Makespan of an assignment (on_gpu[i]: job i runs on the GPU), with the GPU side in its
-// optimal order; fills `plan` when given.
+// Objective of an assignment (on_gpu[i]: job i runs on the GPU): its makespan with the GPU side
+// in its optimal order, plus the copy penalties; fills `plan` when given.
 double evaluate_assignment(const LayerSituation& s, const std::vector<uint8_t>& on_gpu,
                            LayerPlan* plan = nullptr);
 // Optimal assignment by branch and bound (any size; exponential worst case).
