@@ -2,8 +2,12 @@
 // pinned to physical cores with hwloc. Threads are created once; parallel_for only posts tasks.
 #pragma once
 
+#include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <memory>
+#include <thread>
+#include <vector>
 
 #include <tbb/blocked_range.h>
 #include <tbb/parallel_for.h>
@@ -38,6 +42,26 @@ class CpuArena {
       for (int64_t lo = begin; lo < end; lo += grain) f(lo, lo + grain < end ? lo + grain : end);
       return;
     }
+#if defined(__SANITIZE_THREAD__)
+    // Debian's libtbb is not built with ThreadSanitizer, so the hand-off of a task between
+    // TBB threads is invisible to it and every parallel_for would be reported as a race.
+    // Sanitizer builds fork and join plain std::threads instead: same chunks, synchronisation
+    // TSan can see, so races in the callers' code are still found.
+    const int64_t n_chunks = (end - begin + grain - 1) / grain;
+    std::atomic<int64_t> next{0};
+    auto run_chunks = [&] {
+      for (int64_t c = next.fetch_add(1); c < n_chunks; c = next.fetch_add(1)) {
+        const int64_t lo = begin + c * grain;
+        f(lo, lo + grain < end ? lo + grain : end);
+      }
+    };
+    std::vector<std::thread> helpers;
+    const int64_t n_helpers = std::min<int64_t>(n_threads_, n_chunks) - 1;
+    for (int64_t i = 0; i < n_helpers; ++i) helpers.emplace_back(run_chunks);
+    run_chunks();
+    for (std::thread& t : helpers) t.join();
+    return;
+#endif
     arena_->execute([&] {
       tbb::parallel_for(
           tbb::blocked_range<int64_t>(begin, end, static_cast<size_t>(grain)),

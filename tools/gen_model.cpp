@@ -1,7 +1,5 @@
 #include "tools/gen_model.h"
 
-#include <tbb/parallel_for.h>
-#include <tbb/task_arena.h>
 
 #include <algorithm>
 #include <cmath>
@@ -12,6 +10,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "cpu/arena.h"
 #include "cpu/quant.h"
 #include "engine/gguf.h"
 #include "engine/gguf_writer.h"
@@ -297,7 +296,7 @@ std::unique_ptr<GgufFile> open_vocab(const GenModelOptions& o) {
 // made in parallel batches and written in order: memory stays at one batch.
 void write_tensors(GgufWriter& w, const std::vector<TensorPlan>& plan, const GenModelOptions& o,
                    uint64_t total, const std::function<void(uint64_t, uint64_t)>& progress) {
-  tbb::task_arena arena(o.n_threads > 0 ? o.n_threads : tbb::task_arena::automatic);
+  CpuArena arena(o.n_threads > 0 ? o.n_threads : 0);
   const int64_t batch_chunks = 64;
   std::vector<uint8_t> buffer;
   uint64_t done = 0;
@@ -312,13 +311,13 @@ void write_tensors(GgufWriter& w, const std::vector<TensorPlan>& plan, const Gen
       const int64_t c1 = std::min(n_chunks, c0 + batch_chunks);
       const int64_t rows = std::min(n_rows, c1 * kRowsPerChunk) - c0 * kRowsPerChunk;
       buffer.resize(static_cast<size_t>(rows * stride));
-      arena.execute([&] {
-        tbb::parallel_for(c0, c1, [&](int64_t c) {
-          thread_local std::vector<float> values;
+      arena.parallel_for(c0, c1, 1, [&](int64_t lo, int64_t hi) {
+        thread_local std::vector<float> values;
+        for (int64_t c = lo; c < hi; ++c) {
           const int64_t r0 = c * kRowsPerChunk;
           make_chunk(t, tensor_seed, c, std::min(kRowsPerChunk, n_rows - r0), values,
                      buffer.data() + (r0 - c0 * kRowsPerChunk) * stride);
-        });
+        }
       });
       w.write_data(buffer.data(), buffer.size());
       done += buffer.size();
