@@ -7,6 +7,7 @@
 #ifdef TANDEM_HAVE_CUDA
 #include "gpu/cuda/device_query.h"
 #endif
+#include "gpu/cuda_accelerator.h"
 #include "gpu/hardware_profile.h"
 #include "gpu/sim_accelerator.h"
 
@@ -49,19 +50,31 @@ std::unique_ptr<Accelerator> make_accelerator(const GpuConfig& config, TraceReco
     if (log) *log = "accelerator: sim, hardware profile " + path + " (results computed on the CPU, times modelled)";
     return make_sim_accelerator(profile, budget, trace);
   }
-  // A device index: the CUDA backend. Its kernels are not part of this build yet, so a
-  // device is reported and the engine runs CPU-only (the sim accelerator runs the hybrid path).
+  // A device index: the CUDA backend. Without a usable device the engine runs CPU-only and
+  // says so; a device that exists but cannot take the budget is an error (AcceleratorError).
 #ifdef TANDEM_HAVE_CUDA
+  const int index = std::stoi(config.device);
   const int n_devices = cuda_device_count();
-  if (log) {
-    *log = n_devices == 0 ? "accelerator: no CUDA device found; running CPU-only"
-                          : "accelerator: " + std::to_string(n_devices) +
-                                " CUDA device(s) found, but this build has no CUDA expert kernels yet; running CPU-only";
+  if (n_devices == 0) {
+    if (log) *log = "accelerator: no CUDA device found; running CPU-only";
+    return nullptr;
   }
+  if (index >= n_devices) {
+    throw std::invalid_argument("gpu device " + config.device + " does not exist (" +
+                                std::to_string(n_devices) + " CUDA device(s) found)");
+  }
+  auto accelerator = make_cuda_accelerator(index, budget);
+  if (log) {
+    *log = "accelerator: CUDA device " + config.device + ", budget " +
+           std::to_string(accelerator->memory_budget() / kGiB) + " GiB" +
+           (trace ? " (the trace records the CPU side only on CUDA)" : "");
+  }
+  return accelerator;
 #else
+  (void)trace;
   if (log) *log = "accelerator: this build has no CUDA backend (built without nvcc); running CPU-only";
-#endif
   return nullptr;
+#endif
 }
 
 uint64_t expert_cache_budget(const GpuConfig& config, const Accelerator& accelerator) {

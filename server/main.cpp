@@ -19,8 +19,8 @@ const Subcommand kSubcommands[] = {
     {"run", tandem::cmd_run, "generate text from a prompt, or dump logits for given token ids"},
     {"bench", tandem::cmd_bench, "prompt-processing and generation throughput (llama-bench style)"},
     {"gen-model", tandem::cmd_gen_model, "write a random-weight GGUF of a real MoE architecture"},
-    {"sim", tandem::cmd_sim, "replay routing through the CPU/GPU planner (not in this build yet)"},
-    {"plan", tandem::cmd_plan, "what a config puts in VRAM, predicted speed (not in this build yet)"},
+    {"sim", tandem::cmd_sim, "replay routing through the CPU/GPU planner"},
+    {"plan", tandem::cmd_plan, "what a config puts in VRAM, predicted speed"},
     {"inspect", tandem::cmd_inspect, "print a GGUF file's architecture, metadata and tensors"},
 };
 
