@@ -124,6 +124,77 @@ void matmul(const MatrixRef& w, const float* x, int64_t n_tokens, float* y, CpuA
   arena->parallel_for(0, w.n_rows, row_grain(w.n_rows, arena->n_threads()), run);
 }
 
+void matmul_many(std::span<const MatmulJob> jobs, CpuArena* arena) {
+  const CpuFeatures& features = cpu_features();
+  std::vector<const FastKernel*> kernels(jobs.size());
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    check_matrix(jobs[j].w);
+    kernels[j] = find_fast_kernel(jobs[j].w.type, features);
+    if (!kernels[j]) {  // a type without a SIMD kernel: the plain path, job by job
+      for (const MatmulJob& job : jobs) matmul(job.w, job.x, job.n_tokens, job.y, arena);
+      return;
+    }
+  }
+  const DepthGuard depth;
+  // Pack offsets: a job reuses the previous job's pack when it reads the same activations in
+  // the same layout (an expert's gate and up products).
+  std::vector<int64_t> pack_offset(jobs.size());
+  std::vector<bool> owns_pack(jobs.size());
+  int64_t pack_bytes = 0;
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    const MatmulJob& job = jobs[j];
+    owns_pack[j] = j == 0 || job.x != jobs[j - 1].x || job.n_tokens != jobs[j - 1].n_tokens ||
+                   job.w.n_cols != jobs[j - 1].w.n_cols || kernels[j]->layout != kernels[j - 1]->layout;
+    if (!owns_pack[j]) {
+      pack_offset[j] = pack_offset[j - 1];
+      continue;
+    }
+    pack_offset[j] = pack_bytes;
+    pack_bytes += (act_pack_bytes(kernels[j]->layout, job.w.n_cols, job.n_tokens) + 63) / 64 * 64;
+  }
+  uint8_t* buf = scratch(pack_bytes);
+  std::vector<ActPack> packs(jobs.size());
+  auto pack = [&](size_t j) {
+    const MatmulJob& job = jobs[j];
+    pack_activations(kernels[j]->layout, job.x, job.w.n_cols, job.n_tokens, 0, job.n_tokens,
+                     buf + pack_offset[j], &packs[j]);
+  };
+  const int n_threads = arena ? arena->n_threads() : 1;
+  // Rows of all jobs in chunks: about 8 per thread over the whole batch, in 16-row blocks.
+  int64_t total_rows = 0;
+  for (const MatmulJob& job : jobs) total_rows += job.n_tokens > 0 ? job.w.n_rows : 0;
+  const int64_t grain = std::max<int64_t>(16, (total_rows / (8 * n_threads) + 15) / 16 * 16);
+  struct Chunk {
+    size_t job;
+    int64_t lo, hi;
+  };
+  std::vector<Chunk> chunks;
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    if (jobs[j].n_tokens <= 0) continue;
+    for (int64_t lo = 0; lo < jobs[j].w.n_rows; lo += grain) {
+      chunks.push_back({j, lo, std::min(jobs[j].w.n_rows, lo + grain)});
+    }
+  }
+  auto run = [&](int64_t lo, int64_t hi) {
+    for (int64_t c = lo; c < hi; ++c) {
+      const MatmulJob& job = jobs[chunks[c].job];
+      kernels[chunks[c].job]->run(job.w, packs[chunks[c].job], chunks[c].lo, chunks[c].hi, 0,
+                                  job.n_tokens, job.y, job.w.n_rows);
+    }
+  };
+  if (n_threads == 1) {
+    for (size_t j = 0; j < jobs.size(); ++j) if (owns_pack[j] && jobs[j].n_tokens > 0) pack(j);
+  } else {
+    arena->parallel_for(0, static_cast<int64_t>(jobs.size()), 1, [&](int64_t lo, int64_t hi) {
+      for (int64_t j = lo; j < hi; ++j) if (owns_pack[j] && jobs[j].n_tokens > 0) pack(j);
+    });
+  }
+  // Shared packs: the pointers of the job that packed them.
+  for (size_t j = 1; j < jobs.size(); ++j) if (!owns_pack[j]) packs[j] = packs[j - 1];
+  if (n_threads == 1) return run(0, static_cast<int64_t>(chunks.size()));
+  arena->parallel_for(0, static_cast<int64_t>(chunks.size()), 1, run);
+}
+
 std::string_view matmul_kernel_name(GgmlType type) {
   const FastKernel* k = find_fast_kernel(type, cpu_features());
   return k ? k->name : "reference";

@@ -24,14 +24,18 @@ class CpuExpertExecutor final : public ExpertExecutor {
 
   void run_layer(int32_t il, const Routing& routing, const std::vector<ExpertTokens>& groups,
                  const float* xn, MoeScratch& scratch, CpuArena* arena) override {
-    const LayerWeights& w = model_.layers()[il];
+    std::vector<const ExpertTokens*>& active = scratch.active;
+    active.clear();
     for (const ExpertTokens& g : groups) {
       if (g.token.empty()) continue;
-      ScopedSpan span(trace_, expert_label(il, g), "moe", "cpu experts");
-      run_expert(model_.spec(), w, g, routing, xn, scratch, arena);
+      active.push_back(&g);
       ++stats_.cpu_experts;
       stats_.cpu_tokens += g.token.size();
     }
+    char label[48];
+    std::snprintf(label, sizeof label, "L%d %zu experts", il, active.size());
+    ScopedSpan span(trace_, label, "moe", "cpu experts");
+    run_experts(model_.spec(), model_.layers()[il], active, routing, xn, scratch, arena);
   }
 
  private:

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "cpu/arena.h"
 #include "cpu/matmul.h"
 #include "cpu/ops.h"
 
@@ -106,6 +107,66 @@ void run_expert(const ModelSpec& spec, const LayerWeights& w, const ExpertTokens
   swiglu(scratch.gate.data(), scratch.up.data(), m * n_ff, scratch.gate.data());
   matmul(expert_matrix(w.down_exps, group.expert), scratch.gate.data(), m, scratch.down.data(), arena);
   scatter_weighted(group, routing, scratch.down.data(), n_embd, scratch.slot_out.data());
+}
+
+void run_experts(const ModelSpec& spec, const LayerWeights& w,
+                 std::span<const ExpertTokens* const> groups, const Routing& routing,
+                 const float* xn, MoeScratch& scratch, CpuArena* arena) {
+  // Batches of at most kMaxRows gathered rows bound the scratch in long prompts, where the
+  // per-product overhead no longer matters anyway.
+  constexpr int64_t kMaxRows = 1024;
+  const int64_t n_embd = spec.n_embd, n_ff = spec.n_ff_expert;
+  std::vector<MatmulJob>& jobs = scratch.jobs;
+  size_t first = 0;
+  while (first < groups.size()) {
+    size_t last = first;
+    int64_t rows = 0;
+    while (last < groups.size() && (last == first || rows + static_cast<int64_t>(groups[last]->token.size()) <= kMaxRows)) {
+      rows += static_cast<int64_t>(groups[last]->token.size());
+      ++last;
+    }
+    grow(scratch.gathered, rows * n_embd);
+    grow(scratch.gate, rows * n_ff);
+    grow(scratch.up, rows * n_ff);
+    grow(scratch.down, rows * n_embd);
+    jobs.clear();
+    int64_t offset = 0;
+    for (size_t i = first; i < last; ++i) {
+      const ExpertTokens& g = *groups[i];
+      const auto m = static_cast<int64_t>(g.token.size());
+      float* x = scratch.gathered.data() + offset * n_embd;
+      gather_rows(g, xn, n_embd, x);
+      jobs.push_back({expert_matrix(w.gate_exps, g.expert), x, m, scratch.gate.data() + offset * n_ff});
+      jobs.push_back({expert_matrix(w.up_exps, g.expert), x, m, scratch.up.data() + offset * n_ff});
+      offset += m;
+    }
+    matmul_many(jobs, arena);
+    if (arena && rows >= 64) {
+      arena->parallel_for(0, rows, 16, [&](int64_t lo, int64_t hi) {
+        swiglu(scratch.gate.data() + lo * n_ff, scratch.up.data() + lo * n_ff, (hi - lo) * n_ff,
+               scratch.gate.data() + lo * n_ff);
+      });
+    } else {
+      swiglu(scratch.gate.data(), scratch.up.data(), rows * n_ff, scratch.gate.data());
+    }
+    jobs.clear();
+    offset = 0;
+    for (size_t i = first; i < last; ++i) {
+      const ExpertTokens& g = *groups[i];
+      const auto m = static_cast<int64_t>(g.token.size());
+      jobs.push_back({expert_matrix(w.down_exps, g.expert), scratch.gate.data() + offset * n_ff, m,
+                      scratch.down.data() + offset * n_embd});
+      offset += m;
+    }
+    matmul_many(jobs, arena);
+    offset = 0;
+    for (size_t i = first; i < last; ++i) {
+      scatter_weighted(*groups[i], routing, scratch.down.data() + offset * n_embd, n_embd,
+                       scratch.slot_out.data());
+      offset += static_cast<int64_t>(groups[i]->token.size());
+    }
+    first = last;
+  }
 }
 
 void combine_slots(const Routing& routing, int32_t n_embd, const MoeScratch& scratch, float* out) {

@@ -3,8 +3,10 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
+#include "cpu/matmul.h"
 #include "engine/model.h"
 
 namespace tandem {
@@ -37,6 +39,8 @@ struct MoeScratch {
   std::vector<float> slot_out;       // [n_tokens][k][n_embd]  each slot's weighted expert output
   std::vector<ExpertTokens> groups;  // one per expert (reused)
   std::vector<int32_t> order;        // [n_expert] expert ids being ranked
+  std::vector<MatmulJob> jobs;       // run_experts' product batch (reused)
+  std::vector<const ExpertTokens*> active;  // groups with tokens (reused)
 };
 
 // Router logits -> probabilities -> top-k (ties: lower expert id first), renormalised when
@@ -58,6 +62,13 @@ void scatter_weighted(const ExpertTokens& group, const Routing& routing, const f
 // weight * output into scratch.slot_out at each (token, slot).
 void run_expert(const ModelSpec& spec, const LayerWeights& w, const ExpertTokens& group,
                 const Routing& routing, const float* xn, MoeScratch& scratch, CpuArena* arena);
+
+// run_expert for several experts at once, with the same results: their products go to the
+// CPU arena as one batch per projection (cpu/matmul.h matmul_many), so a decode step pays two
+// fork/joins per layer instead of six per expert.
+void run_experts(const ModelSpec& spec, const LayerWeights& w,
+                 std::span<const ExpertTokens* const> groups, const Routing& routing,
+                 const float* xn, MoeScratch& scratch, CpuArena* arena);
 
 // out[t] = sum over slots in order of slot_out[t][j] (llama.cpp's summation order).
 void combine_slots(const Routing& routing, int32_t n_embd, const MoeScratch& scratch, float* out);

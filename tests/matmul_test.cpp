@@ -85,6 +85,41 @@ INSTANTIATE_TEST_SUITE_P(Types, MatmulAllTypes,
                                            GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K),
                          [](const auto& p) { return std::string(type_name(p.param)); });
 
+// matmul_many against one matmul per job: a batch of experts (gate and up share their input,
+// so their activation pack), a job with no tokens, and a job of another type, on 1 and 2 threads.
+TEST_P(MatmulAllTypes, ManyEqualsOneByOne) {
+  const GgmlType type = GetParam();
+  const int64_t n_cols = traits(type).block_elems == 256 ? 512 : 160;
+  std::vector<Weights> w;
+  for (uint32_t i = 0; i < 7; ++i) w.push_back(random_weights(type, 19 + 16 * (i % 3), n_cols, 4, 20 + i));
+  w.push_back(random_weights(GgmlType::Q8_0, 33, n_cols, 0, 40));
+  const std::vector<int64_t> tokens = {1, 1, 3, 3, 0, 5, 2, 4};
+  std::vector<std::vector<float>> x, want;
+  std::vector<MatmulJob> jobs;
+  for (size_t i = 0; i < w.size(); ++i) {
+    // Jobs 0/1 and 2/3 read the same activations.
+    if (i % 2 == 0 || i > 3) x.push_back(random_acts(n_cols * std::max<int64_t>(tokens[i], 1), 50 + i));
+    want.emplace_back(static_cast<size_t>(w[i].ref.n_rows * std::max<int64_t>(tokens[i], 1)), -7.0f);
+    matmul(w[i].ref, x.back().data(), tokens[i], want.back().data(), nullptr);
+  }
+  for (int threads : {1, 2}) {
+    CpuArena arena(threads);
+    std::vector<std::vector<float>> got;
+    for (const auto& v : want) got.emplace_back(v.size(), -7.0f);
+    jobs.clear();
+    size_t xi = 0;
+    for (size_t i = 0; i < w.size(); ++i) {
+      if (i % 2 == 0 || i > 3) xi = jobs.empty() ? 0 : xi + 1;
+      jobs.push_back({w[i].ref, x[xi].data(), tokens[i], got[i].data()});
+    }
+    matmul_many(jobs, &arena);
+    for (size_t i = 0; i < w.size(); ++i) {
+      ASSERT_EQ(std::memcmp(got[i].data(), want[i].data(), want[i].size() * 4), 0)
+          << type_name(type) << " job " << i << ", " << threads << " threads";
+    }
+  }
+}
+
 TEST(Matmul, ManyTokensSplitAcrossThreads) {
   const Weights w = random_weights(GgmlType::Q8_0, 70, 512, 0, 5);
   const auto x = random_acts(512 * 257, 6);
