@@ -139,9 +139,11 @@ void Engine::forward(std::span<const BatchEntry> batch, std::vector<float>& logi
     for (int64_t t = 0; t < n; ++t) {
       rms_norm(st.x.data() + t * s.n_embd, f32(w.attn_norm), s.n_embd, s.rms_eps, st.xn.data() + t * s.n_embd);
     }
-    matmul(matrix(w.wq), st.xn.data(), n, st.q.data(), arena);
-    matmul(matrix(w.wk), st.xn.data(), n, st.k.data(), arena);
-    matmul(matrix(w.wv), st.xn.data(), n, st.v.data(), arena);
+    // One batch: the three products share the activation pack and a single fork/join.
+    const MatmulJob qkv[] = {{matrix(w.wq), st.xn.data(), n, st.q.data()},
+                             {matrix(w.wk), st.xn.data(), n, st.k.data()},
+                             {matrix(w.wv), st.xn.data(), n, st.v.data()}};
+    matmul_many(qkv, arena);
     if (s.qkv_bias) {
       add_bias(st.q.data(), w.bq, n, s.q_dim());
       add_bias(st.k.data(), w.bk, n, s.kv_dim());

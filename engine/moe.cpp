@@ -188,8 +188,9 @@ void add_shared_expert(const ModelSpec& spec, const LayerWeights& w, const float
   grow(scratch.up, n_tokens * n_ff);
   grow(scratch.down, n_tokens * n_embd);
   grow(scratch.router_logits, n_tokens);
-  matmul(matrix(w.gate_shexp), xn, n_tokens, scratch.gate.data(), arena);
-  matmul(matrix(w.up_shexp), xn, n_tokens, scratch.up.data(), arena);
+  const MatmulJob gate_up[] = {{matrix(w.gate_shexp), xn, n_tokens, scratch.gate.data()},
+                               {matrix(w.up_shexp), xn, n_tokens, scratch.up.data()}};
+  matmul_many(gate_up, arena);
   swiglu(scratch.gate.data(), scratch.up.data(), n_tokens * n_ff, scratch.gate.data());
   matmul(matrix(w.down_shexp), scratch.gate.data(), n_tokens, scratch.down.data(), arena);
   // The gate tensor is [n_embd]: one output row.
