@@ -33,15 +33,17 @@ struct DecodedK4 {
 
 // The 12 packed bytes hold eight 6-bit scales and eight 6-bit mins (see k4_scale_min). Viewed
 // as three little-endian words a, b, c: scales 0-3 = a & 63, scales 4-7 = (c & 15) | (a >> 6) << 4,
-// mins 0-3 = b & 63, mins 4-7 = (c >> 4) | (b >> 6) << 4, bytewise. Done on 32-bit words, then
-// spread into int16 lanes with vpermw, to keep this per-block step short.
+// mins 0-3 = b & 63, mins 4-7 = (c >> 4) | (b >> 6) << 4, bytewise. Done on 32-bit words; the
+// eight int16 scales are then broadcast to the four 128-bit lanes and vpshufb (in-lane, cheaper
+// than a cross-lane vpermw) picks each lane's scale: lanes 0-1 of vector k hold the first
+// sub-block of its pair, lanes 2-3 the second.
 struct ScaleIndex {
   __m512i pairs[4];
   ScaleIndex() {
     static constexpr int kPairs[4][2] = {{0, 2}, {1, 3}, {4, 6}, {5, 7}};
     for (int k = 0; k < 4; ++k) {
-      alignas(64) int16_t idx[32];
-      for (int j = 0; j < 32; ++j) idx[j] = static_cast<int16_t>(kPairs[k][j / 16]);
+      alignas(64) int8_t idx[64];
+      for (int j = 0; j < 64; ++j) idx[j] = static_cast<int8_t>(2 * kPairs[k][j / 32] + j % 2);
       pairs[k] = _mm512_load_si512(idx);
     }
   }
@@ -59,8 +61,8 @@ inline void decode_scales(const uint8_t* packed, const ScaleIndex& index, Decode
   const uint32_t m_hi = ((c >> 4) & k4) | (((b >> 6) & k2) << 4);
   const __m128i sc8 = _mm_cvtsi64_si128(static_cast<int64_t>(sc_lo | (uint64_t{sc_hi} << 32)));
   const __m128i m8 = _mm_cvtsi64_si128(static_cast<int64_t>(m_lo | (uint64_t{m_hi} << 32)));
-  const __m512i sc16 = _mm512_zextsi128_si512(_mm_cvtepu8_epi16(sc8));
-  for (int k = 0; k < 4; ++k) out->scale[k] = _mm512_permutexvar_epi16(index.pairs[k], sc16);
+  const __m512i sc16 = _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(sc8));
+  for (int k = 0; k < 4; ++k) out->scale[k] = _mm512_shuffle_epi8(sc16, index.pairs[k]);
   out->mins = _mm_cvtepu8_epi16(m8);
 }
 
@@ -119,7 +121,7 @@ struct Q4_KRow {
     __m512 acc[NT];
     __m128 min_acc[NT];
     for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps(), min_acc[t] = _mm_setzero_ps();
-    const ScaleIndex index;
+    static const ScaleIndex index;
     DecodedK4 w;
     for (int64_t i = 0; i < n_cols / kQKK; ++i) {
       w.d = f16_scale(b[i].d);
@@ -139,7 +141,7 @@ struct Q5_KRow {
     __m512 acc[NT];
     __m128 min_acc[NT];
     for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps(), min_acc[t] = _mm_setzero_ps();
-    const ScaleIndex index;
+    static const ScaleIndex index;
     DecodedK4 w;
     for (int64_t i = 0; i < n_cols / kQKK; ++i) {
       w.d = f16_scale(b[i].d);
@@ -169,17 +171,25 @@ inline void decode_q6k_half(const uint8_t* ql, const uint8_t* qh_bytes, __m512i*
   *hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4), _mm512_slli_epi16(h_hi, 4));
 }
 
+// int16 lane j of vector k covers elements 64k + 2j, +1: sub-block 4k + j / 8, i.e. 128-bit
+// lane L holds sub-block 4k + L. Scales 0-7 (vectors 0, 1) and 8-15 (vectors 2, 3) are
+// broadcast to every 128-bit lane and vpshufb picks each lane's.
+struct Q6ScaleIndex {
+  __m512i lanes[4];
+  Q6ScaleIndex() {
+    for (int k = 0; k < 4; ++k) {
+      alignas(64) int8_t idx[64];
+      for (int j = 0; j < 64; ++j) idx[j] = static_cast<int8_t>(2 * ((4 * k + j / 16) % 8) + j % 2);
+      lanes[k] = _mm512_load_si512(idx);
+    }
+  }
+};
+
 template <int NT>
 struct Q6_KRow {
   static void run(const uint8_t* row, const ActPack& a, int64_t t0, int64_t n_cols, float* out) {
     const auto* b = reinterpret_cast<const BlockQ6K*>(row);
-    // int16 lane j of vector k covers elements 64k + 2j, +1: sub-block 4k + j / 8.
-    __m512i scale_index[4];
-    for (int k = 0; k < 4; ++k) {
-      alignas(64) int16_t idx[32];
-      for (int j = 0; j < 32; ++j) idx[j] = static_cast<int16_t>(4 * k + j / 8);
-      scale_index[k] = _mm512_load_si512(idx);
-    }
+    static const Q6ScaleIndex scale_index;
     __m512 acc[NT];
     for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
     for (int64_t i = 0; i < n_cols / kQKK; ++i) {
@@ -188,9 +198,9 @@ struct Q6_KRow {
       decode_q6k_half(b[i].ql + 64, b[i].qh + 32, &q[2], &q[3]);
       const __m256i sc16 =
           _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b[i].scales)));
-      for (int k = 0; k < 4; ++k) {
-        scale[k] = _mm512_permutexvar_epi16(scale_index[k], _mm512_zextsi256_si512(sc16));
-      }
+      const __m512i lo = _mm512_broadcast_i32x4(_mm256_castsi256_si128(sc16));
+      const __m512i hi = _mm512_broadcast_i32x4(_mm256_extracti128_si256(sc16, 1));
+      for (int k = 0; k < 4; ++k) scale[k] = _mm512_shuffle_epi8(k < 2 ? lo : hi, scale_index.lanes[k]);
       const float d = f16_scale(b[i].d);
       for (int t = 0; t < NT; ++t) {
         const uint8_t* aq = a.q + (t0 + t) * a.q_stride + i * kQKK;
