@@ -182,7 +182,12 @@ void matmul_many(std::span<const MatmulJob> jobs, CpuArena* arena) {
                                   job.n_tokens, job.y, job.w.n_rows);
     }
   };
-  if (n_threads == 1) {
+  // Packing a few token rows costs less than a fork/join: decode packs on the calling thread.
+  int64_t pack_elems = 0;
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    if (owns_pack[j]) pack_elems += jobs[j].n_tokens * jobs[j].w.n_cols;
+  }
+  if (n_threads == 1 || pack_elems <= 64 * 1024) {
     for (size_t j = 0; j < jobs.size(); ++j) if (owns_pack[j] && jobs[j].n_tokens > 0) pack(j);
   } else {
     arena->parallel_for(0, static_cast<int64_t>(jobs.size()), 1, [&](int64_t lo, int64_t hi) {
