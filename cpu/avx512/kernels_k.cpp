@@ -8,6 +8,7 @@
 #include <immintrin.h>
 
 #include <cstring>
+#include <type_traits>
 
 #include "cpu/avx512/simd512.h"
 #include "cpu/kernels.h"
@@ -114,44 +115,37 @@ inline void dot_k4(const DecodedK4& w, const ActPack& a, int64_t t0, int64_t i, 
   }
 }
 
+// One row of Q4_K or Q5_K (the same layout plus a fifth bit per quant in qh).
+template <class Block, int NT>
+inline void k4_row(const uint8_t* row, const ActPack& a, int64_t t0, int64_t n_cols, float* out) {
+  const auto* b = reinterpret_cast<const Block*>(row);
+  __m512 acc[NT];
+  __m128 min_acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps(), min_acc[t] = _mm_setzero_ps();
+  static const ScaleIndex index;
+  DecodedK4 w;
+  for (int64_t i = 0; i < n_cols / kQKK; ++i) {
+    w.d = f16_scale(b[i].d);
+    w.dmin = f16_scale(b[i].dmin);
+    decode_scales(b[i].scales, index, &w);
+    decode_nibbles(b[i].qs, &w);
+    if constexpr (std::is_same_v<Block, BlockQ5K>) add_high_bits(b[i].qh, &w);
+    dot_k4<NT>(w, a, t0, i, acc, min_acc);
+  }
+  for (int t = 0; t < NT; ++t) out[t] = hsum512(acc[t]) + hsum128(min_acc[t]);
+}
+
 template <int NT>
 struct Q4_KRow {
   static void run(const uint8_t* row, const ActPack& a, int64_t t0, int64_t n_cols, float* out) {
-    const auto* b = reinterpret_cast<const BlockQ4K*>(row);
-    __m512 acc[NT];
-    __m128 min_acc[NT];
-    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps(), min_acc[t] = _mm_setzero_ps();
-    static const ScaleIndex index;
-    DecodedK4 w;
-    for (int64_t i = 0; i < n_cols / kQKK; ++i) {
-      w.d = f16_scale(b[i].d);
-      w.dmin = f16_scale(b[i].dmin);
-      decode_scales(b[i].scales, index, &w);
-      decode_nibbles(b[i].qs, &w);
-      dot_k4<NT>(w, a, t0, i, acc, min_acc);
-    }
-    for (int t = 0; t < NT; ++t) out[t] = hsum512(acc[t]) + hsum128(min_acc[t]);
+    k4_row<BlockQ4K, NT>(row, a, t0, n_cols, out);
   }
 };
 
 template <int NT>
 struct Q5_KRow {
   static void run(const uint8_t* row, const ActPack& a, int64_t t0, int64_t n_cols, float* out) {
-    const auto* b = reinterpret_cast<const BlockQ5K*>(row);
-    __m512 acc[NT];
-    __m128 min_acc[NT];
-    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps(), min_acc[t] = _mm_setzero_ps();
-    static const ScaleIndex index;
-    DecodedK4 w;
-    for (int64_t i = 0; i < n_cols / kQKK; ++i) {
-      w.d = f16_scale(b[i].d);
-      w.dmin = f16_scale(b[i].dmin);
-      decode_scales(b[i].scales, index, &w);
-      decode_nibbles(b[i].qs, &w);
-      add_high_bits(b[i].qh, &w);
-      dot_k4<NT>(w, a, t0, i, acc, min_acc);
-    }
-    for (int t = 0; t < NT; ++t) out[t] = hsum512(acc[t]) + hsum128(min_acc[t]);
+    k4_row<BlockQ5K, NT>(row, a, t0, n_cols, out);
   }
 };
 
