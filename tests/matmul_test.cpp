@@ -57,24 +57,27 @@ class MatmulAllTypes : public ::testing::TestWithParam<GgmlType> {};
 TEST_P(MatmulAllTypes, MatchesReferenceAndIsDeterministic) {
   const GgmlType type = GetParam();
   const int64_t n_cols = traits(type).block_elems == 256 ? 768 : 224;
-  const int64_t n_rows = 37, n_tokens = 6;
+  const int64_t n_rows = 37;
   const Weights w = random_weights(type, n_rows, n_cols, 6, 3);
-  const auto x = random_acts(n_cols * n_tokens, 4);
-  std::vector<float> want(static_cast<size_t>(n_rows * n_tokens));
-  matmul_ref(w.ref, x.data(), n_tokens, want.data());
+  // 6 tokens: the decode-sized tiles; 37: the many-token kernels (8-, 4- and 1-token tiles).
+  for (const int64_t n_tokens : {6, 37}) {
+    const auto x = random_acts(n_cols * n_tokens, 4);
+    std::vector<float> want(static_cast<size_t>(n_rows * n_tokens));
+    matmul_ref(w.ref, x.data(), n_tokens, want.data());
 
-  std::vector<float> single(want.size()), two(want.size()), one_thread(want.size());
-  matmul(w.ref, x.data(), n_tokens, single.data(), nullptr);
-  CpuArena arena2(2), arena1(1);
-  matmul(w.ref, x.data(), n_tokens, two.data(), &arena2);
-  matmul(w.ref, x.data(), n_tokens, one_thread.data(), &arena1);
-  float scale = 0;
-  for (float v : want) scale = std::max(scale, std::fabs(v));
-  for (size_t i = 0; i < want.size(); ++i) {
-    EXPECT_NEAR(single[i], want[i], 1e-4f * scale) << matmul_kernel_name(type) << " " << i;
-    // Bit-for-bit the same whatever the thread count.
-    EXPECT_EQ(std::memcmp(&single[i], &two[i], 4), 0) << i;
-    EXPECT_EQ(std::memcmp(&single[i], &one_thread[i], 4), 0) << i;
+    std::vector<float> single(want.size()), two(want.size()), one_thread(want.size());
+    matmul(w.ref, x.data(), n_tokens, single.data(), nullptr);
+    CpuArena arena2(2), arena1(1);
+    matmul(w.ref, x.data(), n_tokens, two.data(), &arena2);
+    matmul(w.ref, x.data(), n_tokens, one_thread.data(), &arena1);
+    float scale = 0;
+    for (float v : want) scale = std::max(scale, std::fabs(v));
+    for (size_t i = 0; i < want.size(); ++i) {
+      EXPECT_NEAR(single[i], want[i], 1e-4f * scale) << matmul_kernel_name(type) << " " << i;
+      // Bit-for-bit the same whatever the thread count.
+      EXPECT_EQ(std::memcmp(&single[i], &two[i], 4), 0) << i;
+      EXPECT_EQ(std::memcmp(&single[i], &one_thread[i], 4), 0) << i;
+    }
   }
 }
 
@@ -91,15 +94,18 @@ TEST_P(MatmulAllTypes, ManyEqualsOneByOne) {
   const GgmlType type = GetParam();
   const int64_t n_cols = traits(type).block_elems == 256 ? 512 : 160;
   std::vector<Weights> w;
-  for (uint32_t i = 0; i < 7; ++i) w.push_back(random_weights(type, 19 + 16 * (i % 3), n_cols, 4, 20 + i));
+  for (uint32_t i = 0; i < 7; ++i)
+    w.push_back(random_weights(type, 19 + 16 * (i % 3), n_cols, 4, 20 + i));
   w.push_back(random_weights(GgmlType::Q8_0, 33, n_cols, 0, 40));
   const std::vector<int64_t> tokens = {1, 1, 3, 3, 0, 5, 2, 4};
   std::vector<std::vector<float>> x, want;
   std::vector<MatmulJob> jobs;
   for (size_t i = 0; i < w.size(); ++i) {
     // Jobs 0/1 and 2/3 read the same activations.
-    if (i % 2 == 0 || i > 3) x.push_back(random_acts(n_cols * std::max<int64_t>(tokens[i], 1), 50 + i));
-    want.emplace_back(static_cast<size_t>(w[i].ref.n_rows * std::max<int64_t>(tokens[i], 1)), -7.0f);
+    if (i % 2 == 0 || i > 3)
+      x.push_back(random_acts(n_cols * std::max<int64_t>(tokens[i], 1), 50 + i));
+    want.emplace_back(static_cast<size_t>(w[i].ref.n_rows * std::max<int64_t>(tokens[i], 1)),
+                      -7.0f);
     matmul(w[i].ref, x.back().data(), tokens[i], want.back().data(), nullptr);
   }
   for (int threads : {1, 2}) {
