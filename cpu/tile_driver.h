@@ -16,6 +16,7 @@ namespace {
 
 constexpr int kTokenTile = 4;
 constexpr int64_t kRowBlock = 16;
+constexpr int64_t kPrefetchRows = 4;
 
 // RowKernel<NT>::run(row_bytes, act, t0, n_cols, out) writes out[0..NT) = dot of one weight
 // row with tokens t0..t0+NT-1. Each token's arithmetic is the same for every NT, so results
@@ -30,6 +31,12 @@ void run_tiles(const MatrixRef& w, const ActPack& a, int64_t r_lo, int64_t r_hi,
       const int nt = static_cast<int>(std::min<int64_t>(kTokenTile, t_hi - t));
       for (int64_t r = rb; r < re; ++r) {
         const uint8_t* row = base + r * w.row_stride;
+        // Decode streams each row once: ask for a row a few ahead so DRAM requests overlap the
+        // arithmetic of this one (the hardware prefetcher alone restarts at every chunk).
+        if (nt == 1 && r + kPrefetchRows < r_hi) {
+          const uint8_t* ahead = row + kPrefetchRows * w.row_stride;
+          for (int64_t off = 0; off < w.row_stride; off += 64) __builtin_prefetch(ahead + off);
+        }
         float out[kTokenTile] = {};
         switch (nt) {
           case 4:
