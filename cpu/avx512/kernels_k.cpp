@@ -358,9 +358,115 @@ void run_k4(const MatrixRef& w, const ActPack& a, int64_t r_lo, int64_t r_hi, in
   }
 }
 
+// Q6_K with several tokens: the same scheme with 16-element sub-blocks in element order
+// (ActLayout::Q8_K); quants are stored +32, undone with the sums of each sub-block's activations.
+constexpr int64_t kQ6StripVectors = 64 + 16 + 8 + 1;  // quants, scales, scale pairs, d
+
+void pack_q6_k_strip(const MatrixRef& m, int64_t r0, __mmask16 valid, int64_t nb, __m512i* out) {
+  const __m512i offsets =
+      _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                         _mm512_set1_epi32(static_cast<int32_t>(m.row_stride)));
+  const auto* base = static_cast<const uint8_t*>(m.data) + r0 * m.row_stride;
+  const __m512i zero = _mm512_setzero_si512();
+  const __m512i m4 = _mm512_set1_epi8(0x0F), m2 = _mm512_set1_epi8(0x03);
+  for (int64_t i = 0; i < nb; ++i) {
+    const auto* blk = base + i * static_cast<int64_t>(sizeof(BlockQ6K));
+    __m512i* o = out + i * kQ6StripVectors;
+    for (int e = 0; e < kQKK; e += 4) {  // 4 elements per vector, in element order
+      const int h = e / 128, l = e % 128;
+      const uint8_t* ql = blk + offsetof(BlockQ6K, ql) + 64 * h + l % 64;
+      const uint8_t* qh = blk + offsetof(BlockQ6K, qh) + 32 * h + l % 32;
+      const __m512i lo = _mm512_mask_i32gather_epi32(zero, valid, offsets, ql, 1);
+      const __m512i hi = _mm512_mask_i32gather_epi32(zero, valid, offsets, qh, 1);
+      const __m512i low4 = _mm512_and_si512(l >= 64 ? _mm512_srli_epi16(lo, 4) : lo, m4);
+      const __m512i high2 = _mm512_and_si512(_mm512_srli_epi16(hi, 2 * (l / 32)), m2);
+      o[e / 4] = _mm512_or_si512(low4, _mm512_slli_epi16(high2, 4));
+    }
+    __m512i scale[16];
+    const uint8_t* sc = blk + offsetof(BlockQ6K, scales);
+    for (int k = 0; k < 4; ++k) {
+      const __m512i v = _mm512_mask_i32gather_epi32(zero, valid, offsets, sc + 4 * k, 1);
+      for (int j = 0; j < 4; ++j) {
+        scale[4 * k + j] = _mm512_srai_epi32(_mm512_slli_epi32(v, 24 - 8 * j), 24);
+      }
+    }
+    const __m512i low16 = _mm512_set1_epi32(0xFFFF);
+    for (int s = 0; s < 16; ++s) o[64 + s] = scale[s];
+    for (int p = 0; p < 8; ++p) {
+      o[80 + p] = _mm512_or_si512(_mm512_and_si512(scale[2 * p], low16),
+                                  _mm512_slli_epi32(scale[2 * p + 1], 16));
+    }
+    // d is the block's last 2 bytes: read the dword that ends there, so no read leaves the block.
+    const __m512i dd =
+        _mm512_mask_i32gather_epi32(zero, valid, offsets, blk + offsetof(BlockQ6K, d) - 2, 1);
+    o[88] = _mm512_castps_si512(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dd, 16))));
+  }
+}
+
+template <int NT>
+void q6_k_strip_tokens(const __m512i* strip, int64_t nb, const ActPack& a, int64_t t0,
+                       __mmask16 valid, float* y, int64_t y_stride) {
+  __m512 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+  for (int64_t i = 0; i < nb; ++i) {
+    const __m512i* o = strip + i * kQ6StripVectors;
+    __m512i scaled[NT], offset[NT];
+    for (int t = 0; t < NT; ++t) scaled[t] = offset[t] = _mm512_setzero_si512();
+    for (int sb = 0; sb < 16; ++sb) {
+      __m512i sum[NT];
+      for (int t = 0; t < NT; ++t) sum[t] = _mm512_setzero_si512();
+      for (int g = 0; g < 4; ++g) {
+        const __m512i w = _mm512_load_si512(o + 4 * sb + g);
+        for (int t = 0; t < NT; ++t) {
+          int32_t four;
+          std::memcpy(&four, a.q + (t0 + t) * a.q_stride + i * kQKK + 16 * sb + 4 * g, 4);
+          sum[t] = _mm512_dpbusd_epi32(sum[t], w, _mm512_set1_epi32(four));
+        }
+      }
+      const __m512i sc = _mm512_load_si512(o + 64 + sb);
+      for (int t = 0; t < NT; ++t)
+        scaled[t] = _mm512_add_epi32(scaled[t], _mm512_mullo_epi32(sum[t], sc));
+    }
+    for (int p = 0; p < 8; ++p) {
+      const __m512i sp = _mm512_load_si512(o + 80 + p);
+      for (int t = 0; t < NT; ++t) {
+        int32_t pair;
+        std::memcpy(&pair, a.sums + (t0 + t) * a.sums_stride + i * 16 + 2 * p, 4);
+        offset[t] = _mm512_dpwssd_epi32(offset[t], sp, _mm512_set1_epi32(pair));
+      }
+    }
+    const __m512 d = _mm512_castsi512_ps(_mm512_load_si512(o + 88));
+    for (int t = 0; t < NT; ++t) {
+      const __m512i total = _mm512_sub_epi32(scaled[t], _mm512_slli_epi32(offset[t], 5));
+      const __m512 da = _mm512_set1_ps(a.d[(t0 + t) * a.d_stride + i]);
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(total), _mm512_mul_ps(d, da), acc[t]);
+    }
+  }
+  for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + (t0 + t) * y_stride, valid, acc[t]);
+}
+
+void run_q6_k(const MatrixRef& w, const ActPack& a, int64_t r_lo, int64_t r_hi, int64_t t_lo,
+              int64_t t_hi, float* y, int64_t y_stride) {
+  if (t_hi - t_lo < kK4StripMinTokens || w.row_stride > INT32_MAX / 16) {
+    return run_tiles<Q6_KRow>(w, a, r_lo, r_hi, t_lo, t_hi, y, y_stride);
+  }
+  const int64_t nb = w.n_cols / kQKK;
+  auto* strip = reinterpret_cast<__m512i*>(k4_strip_buffer(nb * kQ6StripVectors * 64));
+  for (int64_t r0 = r_lo; r0 < r_hi; r0 += 16) {
+    const int64_t rows = std::min<int64_t>(16, r_hi - r0);
+    const __mmask16 valid =
+        rows >= 16 ? __mmask16{0xFFFF} : static_cast<__mmask16>((1u << rows) - 1);
+    pack_q6_k_strip(w, r0, valid, nb, strip);
+    float* yr = y + r0;
+    int64_t t = t_lo;
+    for (; t + 4 <= t_hi; t += 4) q6_k_strip_tokens<4>(strip, nb, a, t, valid, yr, y_stride);
+    for (; t < t_hi; ++t) q6_k_strip_tokens<1>(strip, nb, a, t, valid, yr, y_stride);
+  }
+}
+
 const FastKernel kQ4_K{ActLayout::Q8_K_PERM, run_k4<BlockQ4K, Q4_KRow>, "avx512-vnni q4_K"};
 const FastKernel kQ5_K{ActLayout::Q8_K_PERM, run_k4<BlockQ5K, Q5_KRow>, "avx512-vnni q5_K"};
-const FastKernel kQ6_K{ActLayout::Q8_K, run_tiles<Q6_KRow>, "avx512-vnni q6_K"};
+const FastKernel kQ6_K{ActLayout::Q8_K, run_q6_k, "avx512-vnni q6_K"};
 
 }  // namespace
 
