@@ -144,7 +144,8 @@ void matmul_many(std::span<const MatmulJob> jobs, CpuArena* arena) {
   for (size_t j = 0; j < jobs.size(); ++j) {
     const MatmulJob& job = jobs[j];
     owns_pack[j] = j == 0 || job.x != jobs[j - 1].x || job.n_tokens != jobs[j - 1].n_tokens ||
-                   job.w.n_cols != jobs[j - 1].w.n_cols || kernels[j]->layout != kernels[j - 1]->layout;
+                   job.w.n_cols != jobs[j - 1].w.n_cols ||
+                   kernels[j]->layout != kernels[j - 1]->layout;
     if (!owns_pack[j]) {
       pack_offset[j] = pack_offset[j - 1];
       continue;
@@ -154,10 +155,31 @@ void matmul_many(std::span<const MatmulJob> jobs, CpuArena* arena) {
   }
   uint8_t* buf = scratch(pack_bytes);
   std::vector<ActPack> packs(jobs.size());
-  auto pack = [&](size_t j) {
+  // Packs in pieces of at most kPackTokens tokens, so a long prompt's shared pack (q/k/v) is
+  // spread over the threads too. The first call per job only sets the pointers.
+  constexpr int64_t kPackTokens = 32;
+  struct PackPiece {
+    size_t job;
+    int64_t t_lo, t_hi;
+  };
+  std::vector<PackPiece> pieces;
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    if (!owns_pack[j]) continue;
     const MatmulJob& job = jobs[j];
-    pack_activations(kernels[j]->layout, job.x, job.w.n_cols, job.n_tokens, 0, job.n_tokens,
+    pack_activations(kernels[j]->layout, job.x, job.w.n_cols, job.n_tokens, 0, 0,
                      buf + pack_offset[j], &packs[j]);
+    for (int64_t t = 0; t < job.n_tokens; t += kPackTokens) {
+      pieces.push_back({j, t, std::min(job.n_tokens, t + kPackTokens)});
+    }
+  }
+  auto pack = [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      const PackPiece& piece = pieces[i];
+      const MatmulJob& job = jobs[piece.job];
+      ActPack unused;
+      pack_activations(kernels[piece.job]->layout, job.x, job.w.n_cols, job.n_tokens, piece.t_lo,
+                       piece.t_hi, buf + pack_offset[piece.job], &unused);
+    }
   };
   const int n_threads = arena ? arena->n_threads() : 1;
   // Rows of all jobs in chunks: about 8 per thread over the whole batch, in 16-row blocks.
@@ -188,14 +210,13 @@ void matmul_many(std::span<const MatmulJob> jobs, CpuArena* arena) {
     if (owns_pack[j]) pack_elems += jobs[j].n_tokens * jobs[j].w.n_cols;
   }
   if (n_threads == 1 || pack_elems <= 64 * 1024) {
-    for (size_t j = 0; j < jobs.size(); ++j) if (owns_pack[j] && jobs[j].n_tokens > 0) pack(j);
+    pack(0, static_cast<int64_t>(pieces.size()));
   } else {
-    arena->parallel_for(0, static_cast<int64_t>(jobs.size()), 1, [&](int64_t lo, int64_t hi) {
-      for (int64_t j = lo; j < hi; ++j) if (owns_pack[j] && jobs[j].n_tokens > 0) pack(j);
-    });
+    arena->parallel_for(0, static_cast<int64_t>(pieces.size()), 1, pack);
   }
   // Shared packs: the pointers of the job that packed them.
-  for (size_t j = 1; j < jobs.size(); ++j) if (!owns_pack[j]) packs[j] = packs[j - 1];
+  for (size_t j = 1; j < jobs.size(); ++j)
+    if (!owns_pack[j]) packs[j] = packs[j - 1];
   if (n_threads == 1) return run(0, static_cast<int64_t>(chunks.size()));
   arena->parallel_for(0, static_cast<int64_t>(chunks.size()), 1, run);
 }
