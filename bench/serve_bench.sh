@@ -7,7 +7,8 @@
 #
 # Environment: MODEL (default: models/bench-qwen3moe-q8_0.gguf, generated on first use with
 # `tandem gen-model --preset bench`), THREADS (physical cores), GEN (128 tokens per client),
-# CLIENTS ("1 4 8"), CTX (context per sequence, 1024), PORT (18180).
+# CLIENTS ("1 4 8"), CTX (context per sequence, 1024), PORT (18180, and the ports above it),
+# ROUNDS (3).
 # Aggregate decode tok/s = sum over clients of the server-reported predicted_n / the longest
 # predicted_ms (all clients start together), so prompt processing is left out, as in tg runs.
 set -euo pipefail
@@ -17,7 +18,7 @@ THREADS=${THREADS:-$(lscpu -p=CORE 2>/dev/null | grep -v '^#' | sort -u | wc -l)
 GEN=${GEN:-128}
 CLIENTS=${CLIENTS:-"1 4 8"}
 CTX=${CTX:-1024}
-PORT=${PORT:-18180}
+BASE_PORT=${PORT:-18180}
 MODEL=${MODEL:-models/bench-qwen3moe-q8_0.gguf}
 [[ -x "$TANDEM" ]] || { echo "build Tandem first (scripts/build.sh)"; exit 1; }
 if [[ ! -f "$MODEL" ]]; then
@@ -100,19 +101,28 @@ run_server_bench() {  # name, port, command...
 }
 
 results=$(mktemp)
-run_server_bench tandem "$PORT" "$TANDEM" serve -m "$MODEL" --port "$PORT" -t "$THREADS" -np "$max_clients" \
-  --ctx-size "$CTX" >> "$results"
-if [[ -n "${LLAMA_SERVER:-}" ]]; then
-  # Its own port: the first server's socket may linger in TIME_WAIT.
-  run_server_bench llama $((PORT + 1)) "$LLAMA_SERVER" -m "$MODEL" --port $((PORT + 1)) -t "$THREADS" -np "$max_clients" \
-    -c $((CTX * max_clients)) --no-webui >> "$results"
-fi
-echo "model: $MODEL  threads: $THREADS  tokens per client: $GEN"
+# ROUNDS rounds, the two servers alternating, each on its own port (a stopped server's socket may
+# linger in TIME_WAIT); the median round per client count is reported, which keeps one slow or
+# fast moment on a shared machine from deciding a ratio.
+for round in $(seq "${ROUNDS:-3}"); do
+  run_server_bench tandem $((BASE_PORT + 2 * round)) "$TANDEM" serve -m "$MODEL" --port $((BASE_PORT + 2 * round)) \
+    -t "$THREADS" -np "$max_clients" --ctx-size "$CTX" >> "$results"
+  if [[ -n "${LLAMA_SERVER:-}" ]]; then
+    run_server_bench llama $((BASE_PORT + 2 * round + 1)) "$LLAMA_SERVER" -m "$MODEL" --port $((BASE_PORT + 2 * round + 1)) \
+      -t "$THREADS" -np "$max_clients" -c $((CTX * max_clients)) --no-webui >> "$results"
+  fi
+done
+# name n value lines -> one line per (name, n): the median value.
+median_of() {  # name n
+  awk -v name="$1" -v n="$2" '$1==name && $2==n {print $3}' "$results" | sort -g |
+    awk '{v[NR]=$1} END {if (NR) print (NR % 2 ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2)}'
+}
+echo "model: $MODEL  threads: $THREADS  tokens per client: $GEN  rounds: ${ROUNDS:-3} (median)"
 printf "%-8s %14s %10s %14s %10s\n" clients tandem_tok/s vs_1 llama_tok/s ratio
-t1=$(awk '$1=="tandem" && $2==1 {print $3}' "$results")
+t1=$(median_of tandem 1)
 for n in $CLIENTS; do
-  t=$(awk -v n="$n" '$1=="tandem" && $2==n {print $3}' "$results")
-  l=$(awk -v n="$n" '$1=="llama" && $2==n {print $3}' "$results")
+  t=$(median_of tandem "$n")
+  l=$(median_of llama "$n")
   scale=$([[ -n "$t1" ]] && awk -v a="$t" -v b="$t1" 'BEGIN { printf "%.2fx", a / b }' || echo -)
   ratio=$([[ -n "$l" ]] && awk -v a="$t" -v b="$l" 'BEGIN { printf "%.2fx", a / b }' || echo -)
   printf "%-8s %14.2f %10s %14s %10s\n" "$n" "$t" "$scale" "${l:--}" "$ratio"
