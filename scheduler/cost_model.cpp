@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <map>
 #include <stdexcept>
 
 namespace tandem::sched {
@@ -108,7 +109,32 @@ const char* device_name(Device d) {
 }
 
 double ExpertCurve::predict(double n_tokens) const {
+  if (points.size() >= 2) {
+    if (n_tokens <= points.front().x) return points.front().time_us;
+    size_t i = 1;
+    while (i + 1 < points.size() && points[i].x < n_tokens) ++i;
+    const Sample& a = points[i - 1];
+    const Sample& b = points[i];
+    return a.time_us + (b.time_us - a.time_us) * (n_tokens - a.x) / (b.x - a.x);
+  }
   return overhead_us + std::max(fixed_us, per_token_us * n_tokens);
+}
+
+ExpertCurve ExpertCurve::interpolate(const std::vector<Sample>& samples) {
+  check_samples(samples, "expert curve");
+  std::map<double, std::vector<double>> by_tokens;
+  for (const Sample& s : samples) by_tokens[s.x].push_back(s.time_us);
+  if (by_tokens.size() < 2) {
+    throw std::invalid_argument("expert curve: interpolation needs two distinct token counts");
+  }
+  ExpertCurve c = fit(samples);  // the formula too, for readers of the profile
+  for (auto& [tokens, times] : by_tokens) {
+    std::sort(times.begin(), times.end());
+    const size_t n = times.size();
+    const double median = n % 2 ? times[n / 2] : (times[n / 2 - 1] + times[n / 2]) / 2;
+    c.points.push_back({tokens, median});
+  }
+  return c;
 }
 
 ExpertCurve ExpertCurve::fit(const std::vector<Sample>& samples) {
@@ -276,6 +302,11 @@ nlohmann::json CostModel::to_json() const {
       j[type] = {{"overhead_us", s.curve.overhead_us},
                  {"fixed_us", s.curve.fixed_us},
                  {"per_token_us", s.curve.per_token_us}};
+      if (!s.curve.points.empty()) {
+        json points = json::array();
+        for (const Sample& p : s.curve.points) points.push_back({p.x, p.time_us});
+        j[type]["points"] = points;
+      }
     }
     return j;
   };
@@ -315,9 +346,24 @@ CostModel CostModel::from_json(const nlohmann::json& j) {
     }
     for (auto it = dj["experts"].begin(); it != dj["experts"].end(); ++it) {
       const std::string w = where + ".experts." + it.key();
-      m.state(d, it.key()).curve = {get_number(*it, "overhead_us", w),
-                                    get_number(*it, "fixed_us", w),
-                                    get_number(*it, "per_token_us", w)};
+      ExpertCurve& curve = m.state(d, it.key()).curve;
+      curve = {get_number(*it, "overhead_us", w), get_number(*it, "fixed_us", w),
+               get_number(*it, "per_token_us", w)};
+      if (it->contains("points")) {
+        const nlohmann::json& points = (*it)["points"];
+        if (!points.is_array())
+          throw std::invalid_argument("cost profile: " + w + ".points must be an array");
+        for (const nlohmann::json& p : points) {
+          if (!p.is_array() || p.size() != 2 || !p[0].is_number() || !p[1].is_number() ||
+              p[1].get<double>() <= 0 ||
+              (!curve.points.empty() && p[0].get<double>() <= curve.points.back().x)) {
+            throw std::invalid_argument(
+                "cost profile: " + w +
+                ".points must be [tokens, us] pairs with increasing tokens and positive times");
+          }
+          curve.points.push_back({p[0].get<double>(), p[1].get<double>()});
+        }
+      }
     }
     roof = {get_number(dj["roofline"], "bytes_per_us", where + ".roofline"),
             get_number(dj["roofline"], "ops_per_us", where + ".roofline"),

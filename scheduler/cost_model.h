@@ -30,7 +30,15 @@ struct ExpertCurve {
   double overhead_us = 0.0;
   double fixed_us = 0.0;
   double per_token_us = 0.0;
+  // Measured (tokens, time) points, sorted by tokens. When present they replace the formula:
+  // piecewise-linear between points, flat below the first, the last slope beyond the last.
+  // A CPU whose kernels change at some token count (row kernels below it, blocked above) is
+  // followed where no three-parameter curve can be (tandem calibrate).
+  std::vector<Sample> points;
   double predict(double n_tokens) const;
+  // A curve through the median time of each token count in `samples`. Throws
+  // std::invalid_argument with fewer than two distinct token counts or a non-positive time.
+  static ExpertCurve interpolate(const std::vector<Sample>& samples);
   // Least squares on relative error over piecewise fits (flat below a kink, linear above).
   // Throws std::invalid_argument with fewer than two samples or a non-positive time.
   static ExpertCurve fit(const std::vector<Sample>& samples);

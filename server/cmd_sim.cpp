@@ -40,11 +40,13 @@ constexpr const char* kHelp =
     "  --prefetch-accuracy P  next-layer prediction accuracy (default: the trace's, else 0.85)\n"
     "  --pin-layers L,L,...   MoE layers whose experts stay resident (tandem)\n"
     "  --eviction E           tandem cache: score | lru | lfu (default score)\n"
-    "  --save-routing FILE    write the routing that was replayed (JSON lines)\n";
+    "  --save-routing FILE    write the routing that was replayed (JSON lines)\n"
+    "  --cost-model FILE      cost model to replay with (e.g. from tandem calibrate -o) instead\n"
+    "                         of the one derived from the hardware profile\n";
 
 struct SimArgs {
   std::string hardware, model, shape, type = "q4_k", routing, policy = "all", format = "table";
-  std::string trace_out, save_routing;
+  std::string trace_out, save_routing, cost_model;
   double expert_vram_gb = -1;
   sched::SyntheticTraceConfig synth;
   sched::ReplayOptions replay;
@@ -79,6 +81,8 @@ SimArgs parse_args(const Args& args, bool* help) {
       a.trace_out = r.value(opt);
     else if (opt == "--save-routing")
       a.save_routing = r.value(opt);
+    else if (opt == "--cost-model")
+      a.cost_model = r.value(opt);
     else if (opt == "--prompt-tokens")
       a.synth.n_prompt = static_cast<int32_t>(r.int_value(opt, 1, 65536));
     else if (opt == "--decode-tokens")
@@ -104,6 +108,18 @@ SimArgs parse_args(const Args& args, bool* help) {
   if (a.format != "table" && a.format != "json")
     throw UsageError("-o must be table or json, got '" + a.format + "'");
   return a;
+}
+
+sched::CostModel load_cost_model(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error("cannot read cost model '" + path + "'");
+  try {
+    return sched::CostModel::from_json(nlohmann::json::parse(in));
+  } catch (const nlohmann::json::exception& e) {
+    throw std::runtime_error("cost model '" + path + "' is not valid JSON: " + e.what());
+  } catch (const std::invalid_argument& e) {
+    throw std::runtime_error("cost model '" + path + "': " + e.what());
+  }
 }
 
 sched::RoutingTrace routing_for(const SimArgs& a, const sched::ModelShape& shape) {
@@ -168,7 +184,8 @@ int cmd_sim(const Args& args) {
   const sched::HardwareSpec hw = sched::load_hardware_spec(a.hardware);
   const sched::ModelShape shape =
       a.model.empty() ? sched::named_shape(a.shape, a.type) : shape_from_gguf(a.model);
-  const sched::CostModel cost = sched::CostModel::from_hardware(hw, shape);
+  const sched::CostModel cost = a.cost_model.empty() ? sched::CostModel::from_hardware(hw, shape)
+                                                     : load_cost_model(a.cost_model);
   const double vram = a.expert_vram_gb >= 0 ? a.expert_vram_gb
                                             : (hw.has_gpu ? std::max(0.0, hw.gpu.vram_gb - 4) : 0);
   if (hw.has_gpu && vram > hw.gpu.vram_gb) {

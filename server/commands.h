@@ -15,6 +15,7 @@ int cmd_run(const Args& args);
 int cmd_bench(const Args& args);
 int cmd_serve(const Args& args);
 int cmd_sim(const Args& args);
+int cmd_calibrate(const Args& args);
 int cmd_plan(const Args& args);
 
 }  // namespace tandem

@@ -21,6 +21,7 @@ const Subcommand kSubcommands[] = {
     {"gen-model", tandem::cmd_gen_model, "write a random-weight GGUF of a real MoE architecture"},
     {"sim", tandem::cmd_sim, "replay routing through the CPU/GPU planner"},
     {"plan", tandem::cmd_plan, "what a config puts in VRAM, predicted speed"},
+    {"calibrate", tandem::cmd_calibrate, "time CPU experts here, fit and check the cost model"},
     {"inspect", tandem::cmd_inspect, "print a GGUF file's architecture, metadata and tensors"},
 };
 

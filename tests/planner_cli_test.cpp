@@ -56,6 +56,33 @@ class PlannerCli : public ::testing::Test {
 
 constexpr const char* kHw = "--hardware configs/hardware/rtx4090-ddr5-desktop.json";
 
+TEST_F(PlannerCli, CalibratePrintsMeasuredAgainstPredictedAndWritesAProfile) {
+  const std::string profile = (dir_ / "cost.json").string();
+  const CliResult r = tandem(
+      "calibrate --types q8_0 --fit-tokens 1,2,20 --check-tokens 1,16 "
+      "--reps 1 --experts 2 -t 1 --tolerance 1000 -o " +
+      profile);
+  ASSERT_EQ(r.rc, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("q8_0        16 "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("every check within 1000%: yes"), std::string::npos) << r.out;
+  const auto j = nlohmann::json::parse(slurp(profile));
+  EXPECT_EQ(j["cpu"]["experts"]["q8_0"]["points"].size(), 3u);
+  const CliResult sim = tandem(std::string("sim ") + kHw +
+                               " --shape qwen3-30b-a3b --type q8_0 --policy cpu-experts "
+                               "--prompt-tokens 16 --decode-tokens 4 -o json --cost-model " +
+                               profile);
+  ASSERT_EQ(sim.rc, 0) << sim.err;
+  EXPECT_GT(nlohmann::json::parse(sim.out)["policies"][0]["decode_tokens_per_s"].get<double>(), 0);
+  const CliResult broken =
+      tandem(std::string("sim ") + kHw + " --shape qwen3-30b-a3b --cost-model " +
+             write("broken.json", "{\"format\": 3"));
+  EXPECT_NE(broken.rc, 0);
+  EXPECT_NE(broken.err.find("broken.json' is not valid JSON"), std::string::npos) << broken.err;
+  const CliResult bad = tandem("calibrate --types q9_9");
+  EXPECT_NE(bad.rc, 0);
+  EXPECT_NE(bad.err.find("unknown weight type 'q9_9'"), std::string::npos) << bad.err;
+}
+
 TEST_F(PlannerCli, SimJsonListsEveryPolicy) {
   const std::string trace = (dir_ / "trace.json").string();
   const CliResult r = tandem(std::string("sim ") + kHw +

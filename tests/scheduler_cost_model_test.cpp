@@ -97,5 +97,33 @@ TEST(CostModel, ProfileJsonRoundTrip) {
   EXPECT_THROW(CostModel::from_json(nlohmann::json::object()), std::invalid_argument);
 }
 
+TEST(CostModel, InterpolatedCurveFollowsAKernelSwitchAndRoundTrips) {
+  // Flat below 16 tokens, then a cheaper per-token slope: a step no three-parameter curve fits.
+  std::vector<Sample> samples;
+  for (double n : {1.0, 4.0, 12.0, 16.0, 64.0}) {
+    const double t = n < 16 ? 300 + 90 * n : 600 + 40 * n;
+    samples.push_back({n, t * 1.02});
+    samples.push_back({n, t});  // medians of two are their mean
+    samples.push_back({n, t * 0.98});
+  }
+  const ExpertCurve c = ExpertCurve::interpolate(samples);
+  ASSERT_EQ(c.points.size(), 5u);
+  EXPECT_DOUBLE_EQ(c.predict(4), 300 + 90 * 4.0);
+  EXPECT_DOUBLE_EQ(c.predict(8), (300 + 90 * 4.0 + 300 + 90 * 12.0) / 2);  // between 4 and 12
+  EXPECT_DOUBLE_EQ(c.predict(40), 600 + 40 * 40.0);                        // between 16 and 64
+  EXPECT_DOUBLE_EQ(c.predict(0.5), c.predict(1));                          // flat below the first
+  EXPECT_DOUBLE_EQ(c.predict(128), 600 + 40 * 128.0);                      // last slope beyond
+  CostModel m = CostModel::from_hardware(test_hardware(), named_shape("mixtral-8x7b", "q4_k"));
+  m.set_curve(Device::Cpu, "q4_k", c);
+  const CostModel back = CostModel::from_json(nlohmann::json::parse(m.to_json().dump()));
+  for (double n : {1.0, 8.0, 20.0, 100.0}) {
+    EXPECT_DOUBLE_EQ(back.expert_us(Device::Cpu, "q4_k", n), c.predict(n));
+  }
+  nlohmann::json bad = m.to_json();
+  bad["cpu"]["experts"]["q4_k"]["points"] = {{4, 100}, {2, 50}};
+  EXPECT_THROW(CostModel::from_json(bad), std::invalid_argument);
+  EXPECT_THROW(ExpertCurve::interpolate({{4, 100}, {4, 110}}), std::invalid_argument);
+}
+
 }  // namespace
 }  // namespace tandem::sched
