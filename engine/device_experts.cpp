@@ -6,7 +6,9 @@ namespace tandem {
 namespace {
 
 // Bytes of one expert's slice of a [cols, rows, n_expert] tensor.
-uint64_t expert_slice_bytes(const TensorView& t) { return static_cast<uint64_t>(t.row_stride()) * t.ne[1]; }
+uint64_t expert_slice_bytes(const TensorView& t) {
+  return static_cast<uint64_t>(t.row_stride()) * t.ne[1];
+}
 
 DeviceMatrix slice_matrix(const TensorView& t, DeviceBuffer buffer, uint64_t offset) {
   return DeviceMatrix{t.type, buffer, offset, t.ne[1], t.ne[0], t.row_stride()};
@@ -14,11 +16,13 @@ DeviceMatrix slice_matrix(const TensorView& t, DeviceBuffer buffer, uint64_t off
 
 }  // namespace
 
-DeviceExpertSlots::DeviceExpertSlots(const Model& model, Accelerator& accelerator, uint64_t budget_bytes)
+DeviceExpertSlots::DeviceExpertSlots(const Model& model, Accelerator& accelerator,
+                                     uint64_t budget_bytes)
     : model_(model), accelerator_(accelerator) {
   for (const LayerWeights& w : model.layers()) {
-    slot_bytes_ = std::max(slot_bytes_, expert_slice_bytes(w.gate_exps) + expert_slice_bytes(w.up_exps) +
-                                            expert_slice_bytes(w.down_exps));
+    slot_bytes_ =
+        std::max(slot_bytes_, expert_slice_bytes(w.gate_exps) + expert_slice_bytes(w.up_exps) +
+                                  expert_slice_bytes(w.down_exps));
   }
   const ModelSpec& s = model.spec();
   slot_index_.assign(static_cast<size_t>(s.n_layer) * s.n_expert, -1);
@@ -45,7 +49,10 @@ int32_t DeviceExpertSlots::slot_of(int32_t layer, int32_t expert) const {
 Event DeviceExpertSlots::load(int32_t slot, int32_t layer, int32_t expert) {
   Slot& s = slots_.at(slot);
   const int32_t n_expert = model_.spec().n_expert;
-  if (s.layer >= 0) slot_index_[static_cast<size_t>(s.layer) * n_expert + s.expert] = -1;
+  // The old occupant may have moved to another slot since (a staging copy, then admission).
+  if (s.layer >= 0 && slot_index_[static_cast<size_t>(s.layer) * n_expert + s.expert] == slot) {
+    slot_index_[static_cast<size_t>(s.layer) * n_expert + s.expert] = -1;
+  }
   s.layer = layer;
   s.expert = expert;
   slot_index_[static_cast<size_t>(layer) * n_expert + expert] = slot;
@@ -62,8 +69,10 @@ Event DeviceExpertSlots::load(int32_t slot, int32_t layer, int32_t expert) {
 DeviceExpert DeviceExpertSlots::device_expert(int32_t slot) const {
   const Slot& s = slots_.at(slot);
   const LayerWeights& w = model_.layers()[s.layer];
-  const uint64_t gate_bytes = expert_slice_bytes(w.gate_exps), up_bytes = expert_slice_bytes(w.up_exps);
-  return DeviceExpert{slice_matrix(w.gate_exps, s.buffer, 0), slice_matrix(w.up_exps, s.buffer, gate_bytes),
+  const uint64_t gate_bytes = expert_slice_bytes(w.gate_exps),
+                 up_bytes = expert_slice_bytes(w.up_exps);
+  return DeviceExpert{slice_matrix(w.gate_exps, s.buffer, 0),
+                      slice_matrix(w.up_exps, s.buffer, gate_bytes),
                       slice_matrix(w.down_exps, s.buffer, gate_bytes + up_bytes)};
 }
 

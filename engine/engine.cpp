@@ -18,9 +18,13 @@
 namespace tandem {
 namespace {
 
-MatrixRef matrix(const TensorView& t) { return MatrixRef{t.type, t.data, t.ne[1], t.ne[0], t.row_stride()}; }
+MatrixRef matrix(const TensorView& t) {
+  return MatrixRef{t.type, t.data, t.ne[1], t.ne[0], t.row_stride()};
+}
 
-const float* f32(const TensorView& t) { return reinterpret_cast<const float*>(t.data); }
+const float* f32(const TensorView& t) {
+  return reinterpret_cast<const float*>(t.data);
+}
 
 void grow(std::vector<float>& v, size_t n) {
   if (v.size() < n) v.resize(n);
@@ -64,21 +68,33 @@ struct Engine::State {
   }
 };
 
-Engine::Engine(const Model& model, const EngineOptions& options) : model_(model), options_(options) {
+Engine::Engine(const Model& model, const EngineOptions& options)
+    : model_(model), options_(options) {
   if (options.n_ctx <= 0 || options.n_seq_max <= 0) {
     throw std::invalid_argument("engine: n_ctx and n_seq_max must be positive");
   }
   state_ = std::make_unique<State>(model.spec(), options);
-  state_->experts = options.accelerator
-                        ? make_hybrid_expert_executor(model, *options.accelerator, options.expert_cache_bytes, options.trace)
-                        : make_cpu_expert_executor(model, options.trace);
+  if (!options.accelerator) {
+    state_->experts = make_cpu_expert_executor(model, options.trace);
+  } else if (options.expert_policy.empty()) {
+    state_->experts = make_hybrid_expert_executor(model, *options.accelerator,
+                                                  options.expert_cache_bytes, options.trace);
+  } else {
+    state_->experts = make_scheduled_expert_executor(
+        model, *options.accelerator, options.expert_cache_bytes, options.trace,
+        SchedulerSettings{options.expert_policy, options.hardware_profile, options.pin_layers});
+  }
 }
 
-const ExpertRunStats& Engine::expert_stats() const { return state_->experts->stats(); }
+const ExpertRunStats& Engine::expert_stats() const {
+  return state_->experts->stats();
+}
 
 Engine::~Engine() = default;
 
-int32_t Engine::n_vocab() const { return model_.spec().n_vocab; }
+int32_t Engine::n_vocab() const {
+  return model_.spec().n_vocab;
+}
 
 void Engine::clear_sequence(int32_t seq) {
   if (seq < 0 || seq >= options_.n_seq_max) {
@@ -98,12 +114,18 @@ void validate_batch(std::span<const BatchEntry> batch, const EngineOptions& o, i
   for (size_t i = 0; i < batch.size(); ++i) {
     const BatchEntry& e = batch[i];
     const std::string where = "engine: batch entry " + std::to_string(i) + ": ";
-    if (e.token < 0 || e.token >= n_vocab) throw std::invalid_argument(where + "token id " + std::to_string(e.token) + " out of range");
-    if (e.seq < 0 || e.seq >= o.n_seq_max) throw std::invalid_argument(where + "sequence id " + std::to_string(e.seq) + " out of range");
-    if (e.pos < 0 || e.pos >= o.n_ctx) throw std::invalid_argument(where + "position " + std::to_string(e.pos) + " outside the context of " + std::to_string(o.n_ctx));
+    if (e.token < 0 || e.token >= n_vocab)
+      throw std::invalid_argument(where + "token id " + std::to_string(e.token) + " out of range");
+    if (e.seq < 0 || e.seq >= o.n_seq_max)
+      throw std::invalid_argument(where + "sequence id " + std::to_string(e.seq) + " out of range");
+    if (e.pos < 0 || e.pos >= o.n_ctx)
+      throw std::invalid_argument(where + "position " + std::to_string(e.pos) +
+                                  " outside the context of " + std::to_string(o.n_ctx));
     const int32_t limit = seen[e.seq] ? next[e.seq] : seq_len[e.seq];
     if (seen[e.seq] ? e.pos != next[e.seq] : e.pos > limit) {
-      throw std::invalid_argument(where + "position " + std::to_string(e.pos) + " of sequence " + std::to_string(e.seq) + " does not follow its cached length " + std::to_string(limit));
+      throw std::invalid_argument(where + "position " + std::to_string(e.pos) + " of sequence " +
+                                  std::to_string(e.seq) + " does not follow its cached length " +
+                                  std::to_string(limit));
     }
     seen[e.seq] = true;
     next[e.seq] = e.pos + 1;
@@ -130,14 +152,16 @@ void Engine::forward(std::span<const BatchEntry> batch, std::vector<float>& logi
   // Token embeddings: rows of token_embd dequantized to f32.
   const TensorView& embd = model_.token_embd();
   for (int64_t t = 0; t < n; ++t) {
-    dequantize_row(embd.type, embd.data + batch[t].token * embd.row_stride(), st.x.data() + t * s.n_embd, s.n_embd);
+    dequantize_row(embd.type, embd.data + batch[t].token * embd.row_stride(),
+                   st.x.data() + t * s.n_embd, s.n_embd);
   }
 
   for (int32_t il = 0; il < s.n_layer; ++il) {
     const LayerWeights& w = model_.layers()[il];
     // Attention block.
     for (int64_t t = 0; t < n; ++t) {
-      rms_norm(st.x.data() + t * s.n_embd, f32(w.attn_norm), s.n_embd, s.rms_eps, st.xn.data() + t * s.n_embd);
+      rms_norm(st.x.data() + t * s.n_embd, f32(w.attn_norm), s.n_embd, s.rms_eps,
+               st.xn.data() + t * s.n_embd);
     }
     // One batch: the three products share the activation pack and a single fork/join.
     const MatmulJob qkv[] = {{matrix(w.wq), st.xn.data(), n, st.q.data()},
@@ -157,13 +181,16 @@ void Engine::forward(std::span<const BatchEntry> batch, std::vector<float>& logi
 
     // Mixture-of-experts block.
     for (int64_t t = 0; t < n; ++t) {
-      rms_norm(st.x.data() + t * s.n_embd, f32(w.ffn_norm), s.n_embd, s.rms_eps, st.xn.data() + t * s.n_embd);
+      rms_norm(st.x.data() + t * s.n_embd, f32(w.ffn_norm), s.n_embd, s.rms_eps,
+               st.xn.data() + t * s.n_embd);
     }
     compute_routing(s, w, st.xn.data(), static_cast<int32_t>(n), st.moe, arena, st.routing);
     group_by_expert(st.routing, s.n_expert, st.moe.groups);
     st.experts->run_layer(il, st.routing, st.moe.groups, st.xn.data(), st.moe, arena);
     combine_slots(st.routing, s.n_embd, st.moe, st.ffn_out.data());
-    if (s.n_ff_shared > 0) add_shared_expert(s, w, st.xn.data(), static_cast<int32_t>(n), st.moe, arena, st.ffn_out.data());
+    if (s.n_ff_shared > 0)
+      add_shared_expert(s, w, st.xn.data(), static_cast<int32_t>(n), st.moe, arena,
+                        st.ffn_out.data());
     for (int64_t i = 0; i < n * s.n_embd; ++i) st.x[i] += st.ffn_out[i];
   }
 
@@ -172,7 +199,8 @@ void Engine::forward(std::span<const BatchEntry> batch, std::vector<float>& logi
   grow(st.logits_in, n * s.n_embd);
   for (int64_t t = 0; t < n; ++t) {
     if (!batch[t].logits) continue;
-    rms_norm(st.x.data() + t * s.n_embd, f32(model_.output_norm()), s.n_embd, s.rms_eps, st.logits_in.data() + n_out * s.n_embd);
+    rms_norm(st.x.data() + t * s.n_embd, f32(model_.output_norm()), s.n_embd, s.rms_eps,
+             st.logits_in.data() + n_out * s.n_embd);
     ++n_out;
   }
   logits.resize(static_cast<size_t>(n_out) * s.n_vocab);

@@ -18,23 +18,28 @@ struct ExpertRunStats;
 enum class KvType { F32, F16 };
 
 struct EngineOptions {
-  int32_t n_ctx = 4096;     // positions per sequence
-  int32_t n_seq_max = 1;    // sequences that can be live at once (ids 0..n_seq_max-1)
-  int32_t n_threads = 0;    // 0: all physical cores
+  int32_t n_ctx = 4096;   // positions per sequence
+  int32_t n_seq_max = 1;  // sequences that can be live at once (ids 0..n_seq_max-1)
+  int32_t n_threads = 0;  // 0: all physical cores
   KvType kv_type = KvType::F32;
   // Optional accelerator (not owned). Experts that fit in expert_cache_bytes of its memory are
   // cached there and run there; the others run on the CPU at the same time.
   Accelerator* accelerator = nullptr;
   uint64_t expert_cache_bytes = 0;
-  TraceRecorder* trace = nullptr;  // optional (not owned): spans of expert work
+  // How experts are placed with an accelerator: empty keeps a fixed cache (experts in id order,
+  // cached ones on the accelerator); a policy name hands placement to the scheduler.
+  std::string expert_policy;
+  std::string hardware_profile;     // the scheduler's cost model source (empty: default)
+  std::vector<int32_t> pin_layers;  // layers whose experts the scheduler keeps resident
+  TraceRecorder* trace = nullptr;   // optional (not owned): spans of expert work
 };
 
 // One token of a forward step.
 struct BatchEntry {
   int32_t token = 0;
-  int32_t pos = 0;     // position in its sequence; positions 0..pos-1 must already be cached
-  int32_t seq = 0;     // sequence id in [0, n_seq_max)
-  bool logits = false; // return this token's logits
+  int32_t pos = 0;      // position in its sequence; positions 0..pos-1 must already be cached
+  int32_t seq = 0;      // sequence id in [0, n_seq_max)
+  bool logits = false;  // return this token's logits
 };
 
 class Engine {

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "engine/moe.h"
@@ -21,14 +22,18 @@ class TraceRecorder;
 struct ExpertRunStats {
   uint64_t cpu_experts = 0, gpu_experts = 0;
   uint64_t cpu_tokens = 0, gpu_tokens = 0;
+  uint64_t cache_hits = 0;      // accelerator experts that were already resident
+  uint64_t copied_experts = 0;  // experts copied to the accelerator (cache admissions, staging)
+  uint64_t copied_bytes = 0;
 };
 
 class ExpertExecutor {
  public:
   virtual ~ExpertExecutor() = default;
   // Fills scratch.slot_out for every routed (token, slot) of layer `il`.
-  virtual void run_layer(int32_t il, const Routing& routing, const std::vector<ExpertTokens>& groups,
-                         const float* xn, MoeScratch& scratch, CpuArena* arena) = 0;
+  virtual void run_layer(int32_t il, const Routing& routing,
+                         const std::vector<ExpertTokens>& groups, const float* xn,
+                         MoeScratch& scratch, CpuArena* arena) = 0;
   const ExpertRunStats& stats() const { return stats_; }
 
  protected:
@@ -39,7 +44,27 @@ std::unique_ptr<ExpertExecutor> make_cpu_expert_executor(const Model& model, Tra
 
 // Caches as many experts as `cache_bytes` holds in the accelerator's memory (expert-id order,
 // the same fraction of every layer) and runs those there; the rest run on the CPU meanwhile.
-std::unique_ptr<ExpertExecutor> make_hybrid_expert_executor(const Model& model, Accelerator& accelerator,
-                                                            uint64_t cache_bytes, TraceRecorder* trace);
+std::unique_ptr<ExpertExecutor> make_hybrid_expert_executor(const Model& model,
+                                                            Accelerator& accelerator,
+                                                            uint64_t cache_bytes,
+                                                            TraceRecorder* trace);
+
+// The scheduler's choices for the hybrid executor.
+struct SchedulerSettings {
+  // tandem | hybrimoe | fiddler | static | cpu-experts (scheduler/replay.h's policies).
+  std::string policy = "tandem";
+  std::string hardware_profile;     // cost model source; empty: the default profile
+  std::vector<int32_t> pin_layers;  // layers whose experts stay resident (tandem)
+};
+
+// Places each layer's activated experts with the policy's planner (CPU, cached on the
+// accelerator, or copied there first), keeps the cache with the policy's admission rule, and
+// overlaps copies, accelerator work and CPU experts. Throws std::invalid_argument naming an
+// unknown policy.
+std::unique_ptr<ExpertExecutor> make_scheduled_expert_executor(const Model& model,
+                                                               Accelerator& accelerator,
+                                                               uint64_t cache_bytes,
+                                                               TraceRecorder* trace,
+                                                               const SchedulerSettings& settings);
 
 }  // namespace tandem

@@ -1,6 +1,10 @@
 #include "server/accelerator_options.h"
 
+#include <algorithm>
 #include <cstdio>
+#include <vector>
+
+#include "scheduler/replay.h"
 
 namespace tandem {
 
@@ -18,6 +22,9 @@ bool AcceleratorSetup::parse_option(const std::string& a, ArgReader& r) {
     gpu.expert_cache_gb = r.float_value(a, 0, 1 << 20);
   } else if (a == "--hardware") {
     gpu.hardware_profile = r.value(a);
+  } else if (a == "--policy") {
+    policy = r.value(a);
+    validate_policy(policy, "option --policy");
   } else if (a == "--trace") {
     trace_path = r.value(a);
   } else {
@@ -33,7 +40,20 @@ void AcceleratorSetup::apply(EngineOptions& options) {
   if (!log.empty()) std::fprintf(stderr, "%s\n", log.c_str());
   options.trace = trace_.get();
   options.accelerator = accelerator_.get();
-  if (accelerator_) options.expert_cache_bytes = expert_cache_budget(gpu, *accelerator_);
+  if (accelerator_) {
+    options.expert_cache_bytes = expert_cache_budget(gpu, *accelerator_);
+    options.expert_policy = policy == "auto" ? "tandem" : policy;
+    options.hardware_profile = gpu.hardware_profile;
+  }
+}
+
+void validate_policy(const std::string& name, const std::string& where) {
+  if (name == "auto") return;
+  const std::vector<std::string> names = sched::policy_names();
+  if (std::find(names.begin(), names.end(), name) != names.end()) return;
+  std::string list = "auto";
+  for (const std::string& n : names) list += ", " + n;
+  throw UsageError(where + ": unknown policy '" + name + "' (" + list + ")");
 }
 
 void AcceleratorSetup::finish() const {

@@ -1,5 +1,6 @@
 // The accelerator and trace options shared by run, bench and serve:
-//   --gpu none|sim|N  --gpu-budget GB  --expert-cache GB  --hardware FILE  --trace FILE
+//   --gpu none|sim|N  --gpu-budget GB  --expert-cache GB  --hardware FILE  --policy NAME
+//   --trace FILE
 #pragma once
 
 #include <memory>
@@ -22,6 +23,8 @@ class AcceleratorSetup {
       "  --expert-cache GB     device memory for cached experts (default: budget - 256 MiB)\n"
       "  --hardware FILE       hardware profile of the sim (default\n"
       "                        configs/hardware/rtx4090-ddr5-desktop.json)\n"
+      "  --policy NAME         expert placement with an accelerator: tandem (default; auto is\n"
+      "                        the same), hybrimoe, fiddler, static or cpu-experts\n"
       "  --trace FILE          write a Chrome/Perfetto trace of expert work and device ops\n";
 
   // Consumes `option` (and its value from r) when it is one of ours.
@@ -33,11 +36,15 @@ class AcceleratorSetup {
   void finish() const;
 
   GpuConfig gpu;
+  std::string policy = "auto";  // the scheduler's placement policy (config scheduler.policy)
   std::string trace_path;
 
  private:
   std::unique_ptr<TraceRecorder> trace_;
   std::unique_ptr<Accelerator> accelerator_;
 };
+
+// Throws UsageError naming `where` and the valid names unless `name` is a placement policy.
+void validate_policy(const std::string& name, const std::string& where);
 
 }  // namespace tandem

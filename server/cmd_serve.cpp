@@ -52,6 +52,8 @@ ServeConfig parse_args(const Args& args, AcceleratorSetup& accel) {
   accel.gpu.memory_budget_gb = c.gpu.memory_budget_gb;
   accel.gpu.expert_cache_gb = c.gpu.expert_cache_gb;
   accel.gpu.hardware_profile = c.gpu.hardware_profile;
+  validate_policy(c.scheduler.policy, "config scheduler.policy");
+  accel.policy = c.scheduler.policy;
   ArgReader r(args);
   while (!r.done()) {
     const std::string a = r.next();

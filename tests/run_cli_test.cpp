@@ -104,6 +104,8 @@ TEST_F(RunCli, BadInputGetsAClearError) {
   std::string out, err;
   EXPECT_EQ(run("-m " + path("tiny.gguf") + " -p hi --bogus", &out, &err), 2);
   EXPECT_NE(err.find("unknown option '--bogus'"), std::string::npos) << err;
+  EXPECT_EQ(run("-m " + path("tiny.gguf") + " -p hi --gpu sim --policy fastest", &out, &err), 2);
+  EXPECT_NE(err.find("unknown policy 'fastest'"), std::string::npos) << err;
   EXPECT_EQ(run("-m " + path("tiny.gguf") + " -p hi -n -3", &out, &err), 2);
   EXPECT_NE(err.find("-n"), std::string::npos) << err;
   EXPECT_EQ(run("-p hi", &out, &err), 2);

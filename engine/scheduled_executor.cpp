@@ -1,0 +1,283 @@
+// The hybrid MoE executor driven by the scheduler: per layer, a policy (scheduler/replay.h:
+// tandem, hybrimoe, fiddler, static, cpu-experts) places each activated expert on the CPU, on
+// the accelerator from its cache, or on the accelerator after a copy; the expert cache admits
+// and evicts on the policy's rule; copies run on the copy stream and the compute stream waits
+// for them, while the CPU experts run at the same time.
+#include <algorithm>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "engine/device_experts.h"
+#include "engine/expert_executor.h"
+#include "engine/model.h"
+#include "engine/trace.h"
+#include "gpu/accelerator.h"
+#include "gpu/accelerator_factory.h"
+#include "scheduler/expert_cache.h"
+#include "scheduler/hardware.h"
+#include "scheduler/replay.h"
+
+namespace tandem {
+namespace {
+
+sched::ModelShape shape_of(const Model& model, uint64_t expert_bytes) {
+  const ModelSpec& s = model.spec();
+  const LayerWeights& w = model.layers().front();
+  sched::ShapeHparams h;
+  h.name = s.arch;
+  h.expert_type = type_name(w.gate_exps.type);
+  h.n_layer = s.n_layer;
+  h.n_expert = s.n_expert;
+  h.n_expert_used = s.n_expert_used;
+  h.n_embd = s.n_embd;
+  h.n_ff_expert = s.n_ff_expert;
+  h.n_head = s.n_head;
+  h.n_head_kv = s.n_head_kv;
+  h.head_dim = s.head_dim;
+  h.n_vocab = s.n_vocab;
+  h.expert_bytes = static_cast<double>(expert_bytes);
+  return sched::shape_from_hparams(h);
+}
+
+class ScheduledExpertExecutor final : public ExpertExecutor {
+ public:
+  ScheduledExpertExecutor(const Model& model, Accelerator& acc, uint64_t cache_bytes,
+                          TraceRecorder* trace, const SchedulerSettings& settings)
+      : model_(model), acc_(acc), slots_(model, acc, cache_bytes), trace_(trace) {
+    const ModelSpec& s = model.spec();
+    const sched::ModelShape shape = shape_of(model, slots_.slot_bytes());
+    const std::string profile = settings.hardware_profile.empty() ? default_hardware_profile_path()
+                                                                  : settings.hardware_profile;
+    cost_ = sched::CostModel::from_hardware(sched::load_hardware_spec(profile), shape);
+    policy_ = sched::make_policy(settings.policy, cost_, shape, sched::Eviction::Score);
+    expert_type_ = shape.weight_type;
+    using Cache = sched::PolicySpec::Cache;
+    // Slots for experts copied in one step: the policy's staging, or a whole layer for the
+    // llama.cpp-style policies that copy every expert of a layer in long prompts.
+    const int32_t n_slots = slots_.n_slots();
+    const int32_t staging_wanted =
+        policy_.cache == Cache::None || policy_.cache == Cache::WholeLayers ? s.n_expert
+                                                                            : policy_.staging_slots;
+    const int32_t n_staging = std::min(n_slots, staging_wanted);
+    const int32_t n_cached = policy_.cache == Cache::None ? 0 : n_slots - n_staging;
+    std::vector<int32_t> per_layer(s.n_layer, 0);
+    if (policy_.cache == Cache::WholeLayers) {
+      // llama.cpp --n-cpu-moe: the last layers' experts, whole layers only.
+      int32_t left = n_cached;
+      for (int32_t l = s.n_layer - 1; l >= 0 && left >= s.n_expert; --l, left -= s.n_expert) {
+        per_layer[l] = s.n_expert;
+      }
+    } else if (n_cached > 0) {
+      per_layer =
+          sched::slots_for_budget(static_cast<double>(n_cached) * slots_.slot_bytes(),
+                                  static_cast<double>(slots_.slot_bytes()), s.n_layer, s.n_expert,
+                                  policy_.uses_pins ? settings.pin_layers : std::vector<int32_t>{});
+    }
+    const sched::Eviction eviction =
+        policy_.cache == Cache::Dynamic ? policy_.eviction : sched::Eviction::Fixed;
+    cache_ = std::make_unique<sched::ExpertCache>(s.n_layer, s.n_expert, per_layer, eviction);
+    // Initial residents: experts in id order per layer; the cache keeps them or swaps them.
+    int32_t slot = 0;
+    for (int32_t l = 0; l < s.n_layer; ++l) {
+      std::vector<int32_t> experts;
+      for (int32_t e = 0; e < per_layer[l] && slot < n_slots - n_staging; ++e) {
+        experts.push_back(e);
+        slots_.load(slot++, l, e);
+      }
+      cache_->fill(l, experts);
+    }
+    for (int32_t i = slot; i < n_slots; ++i) staging_.push_back(i);
+    acc_.synchronize(Stream::Copy);
+  }
+
+  ~ScheduledExpertExecutor() override {
+    acc_.synchronize(Stream::Compute);
+    for (DeviceBuffer* b : {&x_, &scratch_, &out_}) {
+      if (*b) acc_.release(*b);
+    }
+  }
+
+  void run_layer(int32_t il, const Routing& routing, const std::vector<ExpertTokens>& groups,
+                 const float* xn, MoeScratch& scratch, CpuArena* arena) override {
+    const ModelSpec& s = model_.spec();
+    situation_.jobs.clear();
+    active_.clear();
+    gate_sum_.assign(static_cast<size_t>(s.n_expert), 0.0f);
+    for (const ExpertTokens& g : groups) {
+      if (g.token.empty()) continue;
+      sched::ExpertJob job;
+      job.expert = g.expert;
+      job.n_tokens = static_cast<int32_t>(g.token.size());
+      for (size_t i = 0; i < g.token.size(); ++i) {
+        job.gate_sum += routing.weight[static_cast<size_t>(g.token[i]) * routing.k + g.slot[i]];
+      }
+      gate_sum_[g.expert] = job.gate_sum;
+      job.residency =
+          cache_->resident(il, g.expert) ? sched::Residency::Resident : sched::Residency::Absent;
+      job.cpu_us = cost_.expert_us(sched::Device::Cpu, expert_type_, job.n_tokens);
+      job.gpu_us = cost_.expert_us(sched::Device::Gpu, expert_type_, job.n_tokens);
+      job.copy_us = cost_.expert_copy_us();
+      situation_.jobs.push_back(job);
+      active_.push_back(&g);
+    }
+    situation_.n_batch_tokens = routing.n_tokens;
+    situation_.whole_layer_copy_us =
+        cost_.copy_us(static_cast<double>(slots_.slot_bytes()) * s.n_expert);
+    const sched::LayerPlan plan = policy_.planner->plan(situation_);
+
+    cpu_groups_.clear();
+    gpu_.clear();
+    // Cached experts first, so a copy never evicts an expert this layer still computes.
+    for (size_t j = 0; j < active_.size(); ++j) {
+      const ExpertTokens* g = active_[j];
+      if (plan.placement[j] == sched::Placement::GpuCached && cache_->resident(il, g->expert)) {
+        gpu_.push_back({g, slots_.slot_of(il, g->expert), false});
+        ++stats_.cache_hits;
+      }
+    }
+    size_t next_staging = 0;
+    for (size_t j = 0; j < active_.size(); ++j) {
+      const ExpertTokens* g = active_[j];
+      const sched::Placement p = plan.placement[j];
+      if (p == sched::Placement::GpuCached && cache_->resident(il, g->expert)) continue;
+      if (p == sched::Placement::CopyThenGpu) {
+        const int32_t slot = slot_for_copy(il, g->expert, &next_staging);
+        if (slot >= 0) {
+          gpu_.push_back({g, slot, true});
+          continue;
+        }
+      }
+      cpu_groups_.push_back(g);  // planned on the CPU, or no slot free for the copy
+    }
+    // Copies first on the copy stream (one event each), then the compute stream's work.
+    for (GpuWork& w : gpu_) {
+      if (!w.copied) continue;
+      w.ready = slots_.load(w.slot, il, w.group->expert);
+      ++stats_.copied_experts;
+      stats_.copied_bytes += slots_.slot_bytes();
+    }
+    if (!gpu_.empty()) enqueue_gpu(xn);
+    if (!cpu_groups_.empty()) {
+      char label[48];
+      std::snprintf(label, sizeof label, "L%d %zu experts", il, cpu_groups_.size());
+      ScopedSpan span(trace_, label, "moe", "cpu experts");
+      run_experts(s, model_.layers()[il], cpu_groups_, routing, xn, scratch, arena);
+      for (const ExpertTokens* g : cpu_groups_) {
+        ++stats_.cpu_experts;
+        stats_.cpu_tokens += g->token.size();
+      }
+    }
+    if (!gpu_.empty()) {
+      acc_.synchronize(Stream::Compute);
+      int64_t offset = 0;
+      for (const GpuWork& w : gpu_) {
+        scatter_weighted(*w.group, routing, staging_out_.data() + offset * s.n_embd, s.n_embd,
+                         scratch.slot_out.data());
+        offset += static_cast<int64_t>(w.group->token.size());
+        ++stats_.gpu_experts;
+        stats_.gpu_tokens += w.group->token.size();
+      }
+    }
+    cache_->record_step(il, gate_sum_);
+  }
+
+ private:
+  struct GpuWork {
+    const ExpertTokens* group;
+    int32_t slot;
+    bool copied;
+    Event ready{};
+  };
+
+  // A slot for an expert copied this step: the cache's, when the policy admits it (evicting
+  // its victim), else a staging slot not yet used in this layer; -1 when none is left.
+  int32_t slot_for_copy(int32_t il, int32_t expert, size_t* next_staging) {
+    int32_t victim = -1;
+    if (cache_->should_admit(il, expert, &victim) && victim >= 0 &&
+        !used_this_layer(slots_.slot_of(il, victim))) {
+      const int32_t slot = slots_.slot_of(il, victim);
+      cache_->admit(il, expert, victim);
+      return slot;
+    }
+    if (*next_staging < staging_.size()) return staging_[(*next_staging)++];
+    return -1;
+  }
+
+  bool used_this_layer(int32_t slot) const {
+    return std::any_of(gpu_.begin(), gpu_.end(),
+                       [slot](const GpuWork& w) { return w.slot == slot; });
+  }
+
+  // Per GPU expert: its rows in, (after its copy) the FFN, its rows out, in plan order.
+  void enqueue_gpu(const float* xn) {
+    const ModelSpec& s = model_.spec();
+    int64_t total = 0, max_rows = 0;
+    for (const GpuWork& w : gpu_) {
+      total += static_cast<int64_t>(w.group->token.size());
+      max_rows = std::max<int64_t>(max_rows, static_cast<int64_t>(w.group->token.size()));
+    }
+    ensure_capacity(max_rows);
+    staging_in_.resize(static_cast<size_t>(total) * s.n_embd);
+    staging_out_.resize(static_cast<size_t>(total) * s.n_embd);
+    int64_t offset = 0;
+    for (const GpuWork& w : gpu_) {
+      gather_rows(*w.group, xn, s.n_embd, staging_in_.data() + offset * s.n_embd);
+      offset += static_cast<int64_t>(w.group->token.size());
+    }
+    offset = 0;
+    for (const GpuWork& w : gpu_) {
+      const auto m = static_cast<int64_t>(w.group->token.size());
+      const uint64_t bytes = static_cast<uint64_t>(m) * s.n_embd * sizeof(float);
+      if (w.copied) acc_.wait(Stream::Compute, w.ready);
+      acc_.copy_to_device(Stream::Compute, x_, 0, staging_in_.data() + offset * s.n_embd, bytes);
+      acc_.expert_ffn(slots_.device_expert(w.slot), x_, m, scratch_, out_);
+      acc_.copy_to_host(Stream::Compute, staging_out_.data() + offset * s.n_embd, out_, 0, bytes);
+      offset += m;
+    }
+  }
+
+  void ensure_capacity(int64_t rows) {
+    if (rows <= capacity_rows_) return;
+    acc_.synchronize(Stream::Compute);
+    for (DeviceBuffer* b : {&x_, &scratch_, &out_}) {
+      if (*b) acc_.release(*b);
+      *b = DeviceBuffer{};
+    }
+    const ModelSpec& s = model_.spec();
+    x_ = acc_.allocate(static_cast<uint64_t>(rows) * s.n_embd * sizeof(float));
+    scratch_ = acc_.allocate(static_cast<uint64_t>(rows) * s.n_ff_expert * 2 * sizeof(float));
+    out_ = acc_.allocate(static_cast<uint64_t>(rows) * s.n_embd * sizeof(float));
+    capacity_rows_ = rows;
+  }
+
+  const Model& model_;
+  Accelerator& acc_;
+  DeviceExpertSlots slots_;
+  TraceRecorder* trace_;
+  sched::CostModel cost_;
+  sched::PolicySpec policy_;
+  std::string expert_type_;
+  std::unique_ptr<sched::ExpertCache> cache_;
+  std::vector<int32_t> staging_;
+  sched::LayerSituation situation_;
+  std::vector<const ExpertTokens*> active_, cpu_groups_;
+  std::vector<GpuWork> gpu_;
+  std::vector<float> gate_sum_;
+  DeviceBuffer x_, scratch_, out_;
+  int64_t capacity_rows_ = 0;
+  std::vector<float> staging_in_, staging_out_;
+};
+
+}  // namespace
+
+std::unique_ptr<ExpertExecutor> make_scheduled_expert_executor(const Model& model,
+                                                               Accelerator& accelerator,
+                                                               uint64_t cache_bytes,
+                                                               TraceRecorder* trace,
+                                                               const SchedulerSettings& settings) {
+  return std::make_unique<ScheduledExpertExecutor>(model, accelerator, cache_bytes, trace,
+                                                   settings);
+}
+
+}  // namespace tandem

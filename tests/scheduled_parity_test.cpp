@@ -1,0 +1,144 @@
+// The scheduler-driven hybrid executor on the sim accelerator must give the CPU-only results
+// under every placement policy: the same greedy tokens, logits within 1e-4 (f32 model), and no
+// device memory left behind, while experts really move (copies, evictions) when the cache is
+// smaller than what the prompts touch.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "engine/engine.h"
+#include "engine/expert_executor.h"
+#include "engine/logit_case.h"
+#include "engine/model.h"
+#include "gpu/accelerator_factory.h"
+#include "gpu/hardware_profile.h"
+#include "gpu/sim_accelerator.h"
+#include "tests/test_support.h"
+
+namespace tandem {
+namespace {
+
+struct PolicyCase {
+  std::string model;
+  std::string policy;
+  double cached_fraction;
+};
+
+void PrintTo(const PolicyCase& c, std::ostream* os) {
+  *os << c.model << " " << c.policy << " cached " << c.cached_fraction;
+}
+
+class ScheduledParity : public testing::TestWithParam<PolicyCase> {};
+
+TEST_P(ScheduledParity, EveryPolicyEqualsCpuOnly) {
+  TANDEM_REQUIRE_SHARED();
+  const PolicyCase& pc = GetParam();
+  const auto model = Model::load(test::shared_path("models/" + pc.model + ".gguf"));
+  std::ifstream in(test::shared_path("golden/" + pc.model + ".json"));
+  ASSERT_TRUE(in);
+  const nlohmann::json golden = nlohmann::json::parse(in);
+
+  EngineOptions cpu_opts;
+  cpu_opts.n_ctx = 128;
+  Engine cpu(*model, cpu_opts);
+
+  uint64_t slot = 0;
+  for (const LayerWeights& w : model->layers()) {
+    slot =
+        std::max<uint64_t>(slot, (w.gate_exps.n_bytes + w.up_exps.n_bytes + w.down_exps.n_bytes) /
+                                     model->spec().n_expert);
+  }
+  const auto n_slots = static_cast<uint64_t>(
+      pc.cached_fraction * model->spec().n_layer * model->spec().n_expert + 0.5);
+  const HardwareProfile profile = load_hardware_profile(default_hardware_profile_path());
+  uint64_t live_after = 1;
+  {
+    auto acc = make_sim_accelerator(profile, n_slots * slot + (uint64_t{64} << 20), nullptr);
+    EngineOptions sim_opts = cpu_opts;
+    sim_opts.accelerator = acc.get();
+    sim_opts.expert_cache_bytes = n_slots * slot;
+    sim_opts.expert_policy = pc.policy;
+    {
+      Engine sim(*model, sim_opts);
+      for (const nlohmann::json& gc : golden["cases"]) {
+        const auto prompt = gc["prompt"].get<std::vector<int32_t>>();
+        const LogitCase a = run_logit_case(cpu, 0, prompt, nullptr, 8);
+        const LogitCase b = run_logit_case(sim, 0, prompt, nullptr, 8);
+        EXPECT_EQ(a.fed, b.fed) << "greedy tokens differ";
+        for (size_t r = 0; r < a.prompt_logits.size(); ++r) {
+          for (size_t v = 0; v < a.prompt_logits[r].size(); ++v) {
+            ASSERT_NEAR(a.prompt_logits[r][v], b.prompt_logits[r][v], 1e-4) << "prompt row " << r;
+          }
+        }
+        for (size_t r = 0; r < a.decode_logits.size(); ++r) {
+          for (size_t v = 0; v < a.decode_logits[r].size(); ++v) {
+            ASSERT_NEAR(a.decode_logits[r][v], b.decode_logits[r][v], 1e-4) << "decode row " << r;
+          }
+        }
+      }
+      const ExpertRunStats& st = sim.expert_stats();
+      std::printf(
+          "[ scheduled ] %s %s cached %.0f%%: gpu %llu (hits %llu, copied %llu), cpu %llu\n",
+          pc.model.c_str(), pc.policy.c_str(), 100 * pc.cached_fraction,
+          static_cast<unsigned long long>(st.gpu_experts),
+          static_cast<unsigned long long>(st.cache_hits),
+          static_cast<unsigned long long>(st.copied_experts),
+          static_cast<unsigned long long>(st.cpu_experts));
+      EXPECT_EQ(st.gpu_experts, st.cache_hits + st.copied_experts);
+      EXPECT_EQ(st.copied_bytes, st.copied_experts * slot);
+      if (pc.policy == "cpu-experts") {
+        // No cache: only the whole-layer offload of prompts of 32+ tokens reaches the device.
+        EXPECT_EQ(st.cache_hits, 0u);
+      } else if (pc.cached_fraction < 1.0) {
+        EXPECT_GT(st.gpu_experts, 0u);
+        EXPECT_GT(st.cpu_experts, 0u);
+      }
+      if (pc.policy == "hybrimoe" || (pc.policy == "tandem" && pc.cached_fraction < 1.0)) {
+        EXPECT_GT(st.copied_experts, 0u) << "a dynamic cache smaller than the working set copies";
+      }
+    }
+    live_after = acc->live_bytes();
+  }
+  EXPECT_EQ(live_after, 0u) << "the engine left device memory allocated";
+}
+
+INSTANTIATE_TEST_SUITE_P(Sim, ScheduledParity,
+                         testing::Values(PolicyCase{"tiny-qwen3moe-f32", "cpu-experts", 0.25},
+                                         PolicyCase{"tiny-qwen3moe-f32", "static", 0.5},
+                                         PolicyCase{"tiny-qwen3moe-f32", "fiddler", 0.25},
+                                         PolicyCase{"tiny-qwen3moe-f32", "hybrimoe", 0.25},
+                                         PolicyCase{"tiny-qwen3moe-f32", "tandem", 0.25},
+                                         PolicyCase{"tiny-qwen3moe-f32", "tandem", 1.0},
+                                         PolicyCase{"tiny-qwen3moe-q4_k_m", "tandem", 0.25},
+                                         PolicyCase{"tiny-qwen2moe-f16", "hybrimoe", 0.25}),
+                         [](const testing::TestParamInfo<PolicyCase>& param_info) {
+                           const PolicyCase& c = param_info.param;
+                           std::string n =
+                               c.model + "_" + c.policy + "_" +
+                               std::to_string(static_cast<int>(c.cached_fraction * 100));
+                           for (char& ch : n)
+                             ch = std::isalnum(static_cast<unsigned char>(ch)) ? ch : '_';
+                           return n;
+                         });
+
+TEST(ScheduledExecutor, UnknownPolicyIsRefusedByName) {
+  TANDEM_REQUIRE_SHARED();
+  const auto model = Model::load(test::shared_path("models/tiny-qwen3moe-f32.gguf"));
+  const HardwareProfile profile = load_hardware_profile(default_hardware_profile_path());
+  auto acc = make_sim_accelerator(profile, uint64_t{64} << 20, nullptr);
+  EngineOptions opts;
+  opts.n_ctx = 64;
+  opts.accelerator = acc.get();
+  opts.expert_policy = "fastest";
+  try {
+    Engine engine(*model, opts);
+    FAIL() << "an unknown policy was accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("fastest"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace tandem
