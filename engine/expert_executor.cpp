@@ -89,6 +89,7 @@ class HybridExpertExecutor final : public ExpertExecutor {
       scatter_weighted(*g, routing, staging_out_.data() + offset * s.n_embd, s.n_embd, scratch.slot_out.data());
       offset += static_cast<int64_t>(g->token.size());
       ++stats_.gpu_experts;
+      ++stats_.cache_hits;  // this executor only runs resident experts there
       stats_.gpu_tokens += g->token.size();
     }
   }

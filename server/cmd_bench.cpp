@@ -12,6 +12,7 @@
 #include "cpu/arena.h"
 #include "cpu/memory_bandwidth.h"
 #include "engine/engine.h"
+#include "engine/expert_executor.h"
 #include "engine/model.h"
 #include "server/accelerator_options.h"
 #include "server/cli_args.h"
@@ -189,6 +190,17 @@ int cmd_bench(const Args& args) {
     };
     for (int32_t p : o.n_prompt) if (p > 0) run_test(p, 0);
     for (int32_t n : o.n_gen) if (n > 0) run_test(0, n);
+    if (eo.accelerator && !o.json) {
+      const ExpertRunStats& st = engine.expert_stats();
+      const double runs = static_cast<double>(st.cpu_experts + st.gpu_experts);
+      std::printf("experts (%d threads, warm-ups included): %llu on the CPU, %llu on the accelerator "
+                  "(%.1f%% cache hits), %llu copied (%.1f MB)\n",
+                  arena.n_threads(), static_cast<unsigned long long>(st.cpu_experts),
+                  static_cast<unsigned long long>(st.gpu_experts),
+                  runs > 0 ? 100.0 * static_cast<double>(st.cache_hits) / runs : 0.0,
+                  static_cast<unsigned long long>(st.copied_experts),
+                  static_cast<double>(st.copied_bytes) / 1e6);
+    }
   }
   o.accel.finish();
   if (o.json) {

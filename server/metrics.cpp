@@ -83,8 +83,13 @@ std::string render_metrics(const BatcherMetrics& m, const HttpCounters& http, bo
   const uint64_t n_runs = m.experts.cpu_experts + m.experts.gpu_experts;
   metric(
       out, "tandem_expert_cache_hit_ratio", "gauge",
-      "share of expert runs served from the GPU expert cache",
-      n_runs > 0 ? static_cast<double>(m.experts.gpu_experts) / static_cast<double>(n_runs) : 0.0);
+      "share of expert runs served from the GPU expert cache without a copy",
+      n_runs > 0 ? static_cast<double>(m.experts.cache_hits) / static_cast<double>(n_runs) : 0.0);
+  metric(out, "tandem_expert_copies_total", "counter",
+         "experts copied to the accelerator (cache admissions and per-step staging)",
+         static_cast<double>(m.experts.copied_experts));
+  metric(out, "tandem_expert_copied_bytes_total", "counter", "bytes of expert weights copied",
+         static_cast<double>(m.experts.copied_bytes));
   return out;
 }
 
