@@ -185,6 +185,7 @@ void Engine::forward(std::span<const BatchEntry> batch, std::vector<float>& logi
                st.xn.data() + t * s.n_embd);
     }
     compute_routing(s, w, st.xn.data(), static_cast<int32_t>(n), st.moe, arena, st.routing);
+    if (options_.routing_observer) options_.routing_observer(il, batch, st.routing);
     group_by_expert(st.routing, s.n_expert, st.moe.groups);
     st.experts->run_layer(il, st.routing, st.moe.groups, st.xn.data(), st.moe, arena);
     combine_slots(st.routing, s.n_embd, st.moe, st.ffn_out.data());

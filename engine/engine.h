@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -14,8 +15,17 @@ class Accelerator;
 class Model;
 class TraceRecorder;
 struct ExpertRunStats;
+struct Routing;
 
 enum class KvType { F32, F16 };
+
+// One token of a forward step.
+struct BatchEntry {
+  int32_t token = 0;
+  int32_t pos = 0;      // position in its sequence; positions 0..pos-1 must already be cached
+  int32_t seq = 0;      // sequence id in [0, n_seq_max)
+  bool logits = false;  // return this token's logits
+};
 
 struct EngineOptions {
   int32_t n_ctx = 4096;   // positions per sequence
@@ -31,16 +41,12 @@ struct EngineOptions {
   std::string expert_policy;
   std::string hardware_profile;     // the scheduler's cost model source (empty: default)
   std::vector<int32_t> pin_layers;  // layers whose experts the scheduler keeps resident
+  // Called on the forward thread with every MoE layer's routing of the batch (optional).
+  std::function<void(int32_t layer, std::span<const BatchEntry> batch, const Routing& routing)>
+      routing_observer;
   TraceRecorder* trace = nullptr;   // optional (not owned): spans of expert work
 };
 
-// One token of a forward step.
-struct BatchEntry {
-  int32_t token = 0;
-  int32_t pos = 0;      // position in its sequence; positions 0..pos-1 must already be cached
-  int32_t seq = 0;      // sequence id in [0, n_seq_max)
-  bool logits = false;  // return this token's logits
-};
 
 class Engine {
  public:

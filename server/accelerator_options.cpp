@@ -25,6 +25,8 @@ bool AcceleratorSetup::parse_option(const std::string& a, ArgReader& r) {
   } else if (a == "--policy") {
     policy = r.value(a);
     validate_policy(policy, "option --policy");
+  } else if (a == "--record-routing") {
+    routing_path = r.value(a);
   } else if (a == "--trace") {
     trace_path = r.value(a);
   } else {
@@ -33,8 +35,16 @@ bool AcceleratorSetup::parse_option(const std::string& a, ArgReader& r) {
   return true;
 }
 
-void AcceleratorSetup::apply(EngineOptions& options) {
+void AcceleratorSetup::apply(EngineOptions& options, const Model& model) {
   if (!trace_path.empty()) trace_ = std::make_unique<TraceRecorder>();
+  if (!routing_path.empty()) {
+    routing_ = std::make_unique<RoutingRecorder>(routing_path, model);
+    RoutingRecorder* recorder = routing_.get();
+    options.routing_observer = [recorder](int32_t layer, std::span<const BatchEntry> batch,
+                                          const Routing& routing) {
+      recorder->observe(layer, batch, routing);
+    };
+  }
   std::string log;
   accelerator_ = make_accelerator(gpu, trace_.get(), &log);
   if (!log.empty()) std::fprintf(stderr, "%s\n", log.c_str());
@@ -59,7 +69,8 @@ void validate_policy(const std::string& name, const std::string& where) {
 void AcceleratorSetup::finish() const {
   if (!trace_) return;
   trace_->write_chrome_trace(trace_path);
-  std::fprintf(stderr, "trace: %zu spans written to %s (open in ui.perfetto.dev)\n", trace_->size(), trace_path.c_str());
+  std::fprintf(stderr, "trace: %zu spans written to %s (open in ui.perfetto.dev)\n", trace_->size(),
+               trace_path.c_str());
 }
 
 }  // namespace tandem

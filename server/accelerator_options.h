@@ -11,6 +11,7 @@
 #include "gpu/accelerator.h"
 #include "gpu/accelerator_factory.h"
 #include "server/cli_args.h"
+#include "server/routing_recorder.h"
 
 namespace tandem {
 
@@ -25,22 +26,26 @@ class AcceleratorSetup {
       "                        configs/hardware/rtx4090-ddr5-desktop.json)\n"
       "  --policy NAME         expert placement with an accelerator: tandem (default; auto is\n"
       "                        the same), hybrimoe, fiddler, static or cpu-experts\n"
-      "  --trace FILE          write a Chrome/Perfetto trace of expert work and device ops\n";
+      "  --trace FILE          write a Chrome/Perfetto trace of expert work and device ops\n"
+      "  --record-routing FILE write every MoE layer's routing as JSON lines (tandem sim\n"
+      "                        --routing FILE replays them; docs/scheduler.md)\n";
 
   // Consumes `option` (and its value from r) when it is one of ours.
   bool parse_option(const std::string& option, ArgReader& r);
-  // Creates the trace recorder and accelerator and points the engine options at them.
-  // Keep this object alive longer than the engine.
-  void apply(EngineOptions& options);
+  // Creates the trace recorder, routing recorder and accelerator and points the engine options
+  // at them. Keep this object alive longer than the engine.
+  void apply(EngineOptions& options, const Model& model);
   // Writes the trace file when --trace was given (call after the engine is gone).
   void finish() const;
 
   GpuConfig gpu;
   std::string policy = "auto";  // the scheduler's placement policy (config scheduler.policy)
   std::string trace_path;
+  std::string routing_path;
 
  private:
   std::unique_ptr<TraceRecorder> trace_;
+  std::unique_ptr<RoutingRecorder> routing_;
   std::unique_ptr<Accelerator> accelerator_;
 };
 

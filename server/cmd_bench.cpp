@@ -146,7 +146,7 @@ int cmd_bench(const Args& args) {
     std::printf("| --- | ---: | ---: | ---: | ---: |%s\n", o.roofline ? " ---: | ---: |" : "");
   }
   EngineOptions accel_options;
-  o.accel.apply(accel_options);
+  o.accel.apply(accel_options, *model);
   for (int32_t threads : o.threads) {
     EngineOptions eo = accel_options;
     eo.n_threads = threads;

@@ -176,7 +176,7 @@ int cmd_run(const Args& args) {
     return 2;
   }
   const auto model = Model::load(o.model_path);
-  o.accel.apply(o.engine);
+  o.accel.apply(o.engine, *model);
   int rc = 0;
   {
     Engine engine(*model, o.engine);

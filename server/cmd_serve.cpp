@@ -134,7 +134,7 @@ Backend load_backend(ServeConfig& c, AcceleratorSetup accel, HttpServer& http) {
   eo.n_seq_max = c.server.max_parallel;
   eo.n_threads = c.threads;
   eo.kv_type = c.kv_type == "f16" ? KvType::F16 : KvType::F32;
-  b.accel.apply(eo);
+  b.accel.apply(eo, *b.model);
   b.engine = std::make_unique<Engine>(*b.model, eo);
   b.batcher = std::make_unique<Batcher>(
       *b.engine, b.model->tokenizer(),

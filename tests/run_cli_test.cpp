@@ -31,7 +31,8 @@ class RunCli : public testing::Test {
 
   static int run(const std::string& args, std::string* out, std::string* err) {
     const std::string o = path("out.txt"), e = path("err.txt");
-    const int rc = std::system((std::string(TANDEM_BINARY) + " run " + args + " >" + o + " 2>" + e).c_str());
+    const int rc =
+        std::system((std::string(TANDEM_BINARY) + " run " + args + " >" + o + " 2>" + e).c_str());
     auto slurp = [](const std::string& p) {
       std::ifstream in(p);
       return std::string(std::istreambuf_iterator<char>(in), {});
@@ -48,7 +49,8 @@ fs::path RunCli::dir_;
 
 TEST_F(RunCli, GeneratesTextAndReportsSpeed) {
   std::string out, err;
-  ASSERT_EQ(run("-m " + path("tiny.gguf") + " -p 'Once upon a time' -n 8 --temp 0", &out, &err), 0) << err;
+  ASSERT_EQ(run("-m " + path("tiny.gguf") + " -p 'Once upon a time' -n 8 --temp 0", &out, &err), 0)
+      << err;
   EXPECT_EQ(out.rfind("Once upon a time", 0), 0u) << out;
   EXPECT_GT(out.size(), std::string("Once upon a time\n").size());
   EXPECT_NE(err.find("generation: 8 tokens"), std::string::npos) << err;
@@ -58,7 +60,11 @@ TEST_F(RunCli, GeneratesTextAndReportsSpeed) {
 TEST_F(RunCli, DumpsLogitsInTheReferenceLayout) {
   std::string out, err;
   const std::string dump = path("dump.json");
-  ASSERT_EQ(run("-m " + path("tiny.gguf") + " --prompt-tokens 12,7,99 -n 3 --temp 0 --dump-logits " + dump, &out, &err), 0) << err;
+  ASSERT_EQ(run("-m " + path("tiny.gguf") +
+                    " --prompt-tokens 12,7,99 -n 3 --temp 0 --dump-logits " + dump,
+                &out, &err),
+            0)
+      << err;
   std::ifstream in(dump);
   const auto j = nlohmann::json::parse(in);
   ASSERT_EQ(j["cases"].size(), 1u);
@@ -68,15 +74,57 @@ TEST_F(RunCli, DumpsLogitsInTheReferenceLayout) {
   EXPECT_EQ(c["prompt_logits"][0].size(), 4096u);
   EXPECT_EQ(c["greedy"].size(), 3u);
   EXPECT_EQ(c["decode_logits"].size(), 3u);
-  ASSERT_EQ(run("-m " + path("tiny.gguf") + " --prompt-tokens 12,7,99 --force-tokens 5,6 --temp 0 --dump-logits " + dump, &out, &err), 0) << err;
+  ASSERT_EQ(run("-m " + path("tiny.gguf") +
+                    " --prompt-tokens 12,7,99 --force-tokens 5,6 --temp 0 --dump-logits " + dump,
+                &out, &err),
+            0)
+      << err;
   std::ifstream in2(dump);
   EXPECT_EQ(nlohmann::json::parse(in2)["cases"][0]["greedy"], nlohmann::json({5, 6}));
+}
+
+TEST_F(RunCli, RecordedRoutingReplaysInTandemSim) {
+  std::string out, err;
+  const std::string routing = path("routing.jsonl");
+  ASSERT_EQ(
+      run("-m " + path("tiny.gguf") + " -p 'Hello there' -n 5 --temp 0 --record-routing " + routing,
+          &out, &err),
+      0)
+      << err;
+  std::ifstream in(routing);
+  std::string line;
+  std::getline(in, line);
+  const auto header = nlohmann::json::parse(line);
+  EXPECT_EQ(header["format"], "tandem-routing");
+  const int n_layer = header["n_layer"].get<int>(), k = header["n_expert_used"].get<int>();
+  int n_lines = 0, n_prefill = 0;
+  while (std::getline(in, line)) {
+    const auto j = nlohmann::json::parse(line);
+    ++n_lines;
+    n_prefill += j["phase"] == "prefill";
+    ASSERT_EQ(j["experts"][0].size(), static_cast<size_t>(k));
+  }
+  // Every step has every layer: the prompt step, then one per fed decode token.
+  EXPECT_EQ(n_lines % n_layer, 0);
+  EXPECT_GE(n_lines, n_layer);
+  EXPECT_LE(n_lines, 5 * n_layer);
+  EXPECT_EQ(n_prefill, n_layer);
+  const std::string sim = std::string(TANDEM_BINARY) + " sim --hardware " + TANDEM_SOURCE_DIR +
+                          "/configs/hardware/rtx4090-ddr5-desktop.json -m " + path("tiny.gguf") +
+                          " --routing " + routing + " -o json >" + path("sim.json") + " 2>&1";
+  ASSERT_EQ(WEXITSTATUS(std::system(sim.c_str())), 0);
+  std::ifstream sim_out(path("sim.json"));
+  EXPECT_EQ(nlohmann::json::parse(sim_out)["policies"].size(), 5u);
 }
 
 TEST_F(RunCli, TraceOfTheSimAcceleratorIsValidChromeTrace) {
   std::string out, err;
   const std::string trace = path("trace.json");
-  ASSERT_EQ(run("-m " + path("tiny.gguf") + " -p 'Hello' -n 4 --temp 0 --gpu sim --expert-cache 0.001 --trace " + trace, &out, &err), 0) << err;
+  ASSERT_EQ(run("-m " + path("tiny.gguf") +
+                    " -p 'Hello' -n 4 --temp 0 --gpu sim --expert-cache 0.001 --trace " + trace,
+                &out, &err),
+            0)
+      << err;
   EXPECT_NE(err.find("accelerator: sim"), std::string::npos) << err;
   std::ifstream in(trace);
   const auto j = nlohmann::json::parse(in);  // throws (fails the test) on invalid JSON
