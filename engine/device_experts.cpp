@@ -85,4 +85,69 @@ void DeviceExpertSlots::fill_in_expert_order() {
   accelerator_.synchronize(Stream::Copy);
 }
 
+DeviceExpertRunner::DeviceExpertRunner(const Model& model, Accelerator& accelerator,
+                                       const DeviceExpertSlots& slots)
+    : model_(model), accelerator_(accelerator), slots_(slots) {}
+
+DeviceExpertRunner::~DeviceExpertRunner() {
+  accelerator_.synchronize(Stream::Compute);
+  for (DeviceBuffer* b : {&x_, &scratch_, &out_}) {
+    if (*b) accelerator_.release(*b);
+  }
+}
+
+void DeviceExpertRunner::enqueue(const std::vector<Job>& jobs, const float* xn) {
+  const int64_t n_embd = model_.spec().n_embd;
+  int64_t total = 0, max_rows = 0;
+  for (const Job& j : jobs) {
+    total += static_cast<int64_t>(j.group->token.size());
+    max_rows = std::max<int64_t>(max_rows, static_cast<int64_t>(j.group->token.size()));
+  }
+  ensure_capacity(max_rows);
+  staging_in_.resize(static_cast<size_t>(total * n_embd));
+  staging_out_.resize(static_cast<size_t>(total * n_embd));
+  int64_t offset = 0;
+  for (const Job& j : jobs) {
+    gather_rows(*j.group, xn, n_embd, staging_in_.data() + offset * n_embd);
+    offset += static_cast<int64_t>(j.group->token.size());
+  }
+  offset = 0;
+  for (const Job& j : jobs) {
+    const auto m = static_cast<int64_t>(j.group->token.size());
+    const uint64_t bytes = static_cast<uint64_t>(m * n_embd) * sizeof(float);
+    if (j.after_copy) accelerator_.wait(Stream::Compute, j.copied);
+    accelerator_.copy_to_device(Stream::Compute, x_, 0, staging_in_.data() + offset * n_embd,
+                                bytes);
+    accelerator_.expert_ffn(slots_.device_expert(j.slot), x_, m, scratch_, out_);
+    accelerator_.copy_to_host(Stream::Compute, staging_out_.data() + offset * n_embd, out_, 0,
+                              bytes);
+    offset += m;
+  }
+}
+
+void DeviceExpertRunner::finish(const std::vector<Job>& jobs, const Routing& routing,
+                                float* slot_out) {
+  accelerator_.synchronize(Stream::Compute);
+  const int64_t n_embd = model_.spec().n_embd;
+  int64_t offset = 0;
+  for (const Job& j : jobs) {
+    scatter_weighted(*j.group, routing, staging_out_.data() + offset * n_embd, n_embd, slot_out);
+    offset += static_cast<int64_t>(j.group->token.size());
+  }
+}
+
+void DeviceExpertRunner::ensure_capacity(int64_t rows) {
+  if (rows <= capacity_rows_) return;
+  accelerator_.synchronize(Stream::Compute);
+  for (DeviceBuffer* b : {&x_, &scratch_, &out_}) {
+    if (*b) accelerator_.release(*b);
+    *b = DeviceBuffer{};
+  }
+  const ModelSpec& s = model_.spec();
+  x_ = accelerator_.allocate(static_cast<uint64_t>(rows) * s.n_embd * sizeof(float));
+  scratch_ = accelerator_.allocate(static_cast<uint64_t>(rows) * s.n_ff_expert * 2 * sizeof(float));
+  out_ = accelerator_.allocate(static_cast<uint64_t>(rows) * s.n_embd * sizeof(float));
+  capacity_rows_ = rows;
+}
+
 }  // namespace tandem

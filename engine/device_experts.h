@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "engine/model.h"
+#include "engine/moe.h"
 #include "gpu/accelerator.h"
 
 namespace tandem {
@@ -43,6 +44,38 @@ class DeviceExpertSlots {
   uint64_t slot_bytes_ = 0;
   std::vector<Slot> slots_;
   std::vector<int32_t> slot_index_;  // [layer * n_expert + expert] -> slot or -1
+};
+
+// Runs experts from their slots on the accelerator's compute stream, in order: each expert's
+// token rows in, the FFN, its rows out; one set of device buffers, grown to the largest expert.
+class DeviceExpertRunner {
+ public:
+  struct Job {
+    const ExpertTokens* group;
+    int32_t slot;
+    bool after_copy = false;  // the compute stream first waits for `copied`
+    Event copied{};
+  };
+
+  DeviceExpertRunner(const Model& model, Accelerator& accelerator, const DeviceExpertSlots& slots);
+  ~DeviceExpertRunner();
+  DeviceExpertRunner(const DeviceExpertRunner&) = delete;
+  DeviceExpertRunner& operator=(const DeviceExpertRunner&) = delete;
+
+  // Queues the jobs; returns at once (the CPU can work meanwhile).
+  void enqueue(const std::vector<Job>& jobs, const float* xn);
+  // Waits for the compute stream and writes weight * output of every job into slot_out.
+  void finish(const std::vector<Job>& jobs, const Routing& routing, float* slot_out);
+
+ private:
+  void ensure_capacity(int64_t rows);
+
+  const Model& model_;
+  Accelerator& accelerator_;
+  const DeviceExpertSlots& slots_;
+  DeviceBuffer x_, scratch_, out_;
+  int64_t capacity_rows_ = 0;
+  std::vector<float> staging_in_, staging_out_;
 };
 
 }  // namespace tandem

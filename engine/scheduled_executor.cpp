@@ -44,7 +44,11 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
  public:
   ScheduledExpertExecutor(const Model& model, Accelerator& acc, uint64_t cache_bytes,
                           TraceRecorder* trace, const SchedulerSettings& settings)
-      : model_(model), acc_(acc), slots_(model, acc, cache_bytes), trace_(trace) {
+      : model_(model),
+        acc_(acc),
+        slots_(model, acc, cache_bytes),
+        runner_(model, acc, slots_),
+        trace_(trace) {
     const ModelSpec& s = model.spec();
     const sched::ModelShape shape = shape_of(model, slots_.slot_bytes());
     const std::string profile = settings.hardware_profile.empty() ? default_hardware_profile_path()
@@ -91,13 +95,6 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
     acc_.synchronize(Stream::Copy);
   }
 
-  ~ScheduledExpertExecutor() override {
-    acc_.synchronize(Stream::Compute);
-    for (DeviceBuffer* b : {&x_, &scratch_, &out_}) {
-      if (*b) acc_.release(*b);
-    }
-  }
-
   void run_layer(int32_t il, const Routing& routing, const std::vector<ExpertTokens>& groups,
                  const float* xn, MoeScratch& scratch, CpuArena* arena) override {
     const ModelSpec& s = model_.spec();
@@ -132,7 +129,7 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
     for (size_t j = 0; j < active_.size(); ++j) {
       const ExpertTokens* g = active_[j];
       if (plan.placement[j] == sched::Placement::GpuCached && cache_->resident(il, g->expert)) {
-        gpu_.push_back({g, slots_.slot_of(il, g->expert), false});
+        gpu_.push_back({g, slots_.slot_of(il, g->expert)});
         ++stats_.cache_hits;
       }
     }
@@ -144,20 +141,20 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
       if (p == sched::Placement::CopyThenGpu) {
         const int32_t slot = slot_for_copy(il, g->expert, &next_staging);
         if (slot >= 0) {
-          gpu_.push_back({g, slot, true});
+          gpu_.push_back({g, slot, true});  // `copied` is set when the copy is queued
           continue;
         }
       }
       cpu_groups_.push_back(g);  // planned on the CPU, or no slot free for the copy
     }
     // Copies first on the copy stream (one event each), then the compute stream's work.
-    for (GpuWork& w : gpu_) {
-      if (!w.copied) continue;
-      w.ready = slots_.load(w.slot, il, w.group->expert);
+    for (DeviceExpertRunner::Job& w : gpu_) {
+      if (!w.after_copy) continue;
+      w.copied = slots_.load(w.slot, il, w.group->expert);
       ++stats_.copied_experts;
       stats_.copied_bytes += slots_.slot_bytes();
     }
-    if (!gpu_.empty()) enqueue_gpu(xn);
+    if (!gpu_.empty()) runner_.enqueue(gpu_, xn);
     if (!cpu_groups_.empty()) {
       char label[48];
       std::snprintf(label, sizeof label, "L%d %zu experts", il, cpu_groups_.size());
@@ -169,12 +166,8 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
       }
     }
     if (!gpu_.empty()) {
-      acc_.synchronize(Stream::Compute);
-      int64_t offset = 0;
-      for (const GpuWork& w : gpu_) {
-        scatter_weighted(*w.group, routing, staging_out_.data() + offset * s.n_embd, s.n_embd,
-                         scratch.slot_out.data());
-        offset += static_cast<int64_t>(w.group->token.size());
+      runner_.finish(gpu_, routing, scratch.slot_out.data());
+      for (const DeviceExpertRunner::Job& w : gpu_) {
         ++stats_.gpu_experts;
         stats_.gpu_tokens += w.group->token.size();
       }
@@ -183,13 +176,6 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
   }
 
  private:
-  struct GpuWork {
-    const ExpertTokens* group;
-    int32_t slot;
-    bool copied;
-    Event ready{};
-  };
-
   // A slot for an expert copied this step: the cache's, when the policy admits it (evicting
   // its victim), else a staging slot not yet used in this layer; -1 when none is left.
   int32_t slot_for_copy(int32_t il, int32_t expert, size_t* next_staging) {
@@ -206,54 +192,13 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
 
   bool used_this_layer(int32_t slot) const {
     return std::any_of(gpu_.begin(), gpu_.end(),
-                       [slot](const GpuWork& w) { return w.slot == slot; });
-  }
-
-  // Per GPU expert: its rows in, (after its copy) the FFN, its rows out, in plan order.
-  void enqueue_gpu(const float* xn) {
-    const ModelSpec& s = model_.spec();
-    int64_t total = 0, max_rows = 0;
-    for (const GpuWork& w : gpu_) {
-      total += static_cast<int64_t>(w.group->token.size());
-      max_rows = std::max<int64_t>(max_rows, static_cast<int64_t>(w.group->token.size()));
-    }
-    ensure_capacity(max_rows);
-    staging_in_.resize(static_cast<size_t>(total) * s.n_embd);
-    staging_out_.resize(static_cast<size_t>(total) * s.n_embd);
-    int64_t offset = 0;
-    for (const GpuWork& w : gpu_) {
-      gather_rows(*w.group, xn, s.n_embd, staging_in_.data() + offset * s.n_embd);
-      offset += static_cast<int64_t>(w.group->token.size());
-    }
-    offset = 0;
-    for (const GpuWork& w : gpu_) {
-      const auto m = static_cast<int64_t>(w.group->token.size());
-      const uint64_t bytes = static_cast<uint64_t>(m) * s.n_embd * sizeof(float);
-      if (w.copied) acc_.wait(Stream::Compute, w.ready);
-      acc_.copy_to_device(Stream::Compute, x_, 0, staging_in_.data() + offset * s.n_embd, bytes);
-      acc_.expert_ffn(slots_.device_expert(w.slot), x_, m, scratch_, out_);
-      acc_.copy_to_host(Stream::Compute, staging_out_.data() + offset * s.n_embd, out_, 0, bytes);
-      offset += m;
-    }
-  }
-
-  void ensure_capacity(int64_t rows) {
-    if (rows <= capacity_rows_) return;
-    acc_.synchronize(Stream::Compute);
-    for (DeviceBuffer* b : {&x_, &scratch_, &out_}) {
-      if (*b) acc_.release(*b);
-      *b = DeviceBuffer{};
-    }
-    const ModelSpec& s = model_.spec();
-    x_ = acc_.allocate(static_cast<uint64_t>(rows) * s.n_embd * sizeof(float));
-    scratch_ = acc_.allocate(static_cast<uint64_t>(rows) * s.n_ff_expert * 2 * sizeof(float));
-    out_ = acc_.allocate(static_cast<uint64_t>(rows) * s.n_embd * sizeof(float));
-    capacity_rows_ = rows;
+                       [slot](const DeviceExpertRunner::Job& w) { return w.slot == slot; });
   }
 
   const Model& model_;
   Accelerator& acc_;
   DeviceExpertSlots slots_;
+  DeviceExpertRunner runner_;
   TraceRecorder* trace_;
   sched::CostModel cost_;
   sched::PolicySpec policy_;
@@ -262,11 +207,8 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
   std::vector<int32_t> staging_;
   sched::LayerSituation situation_;
   std::vector<const ExpertTokens*> active_, cpu_groups_;
-  std::vector<GpuWork> gpu_;
+  std::vector<DeviceExpertRunner::Job> gpu_;
   std::vector<float> gate_sum_;
-  DeviceBuffer x_, scratch_, out_;
-  int64_t capacity_rows_ = 0;
-  std::vector<float> staging_in_, staging_out_;
 };
 
 }  // namespace
