@@ -13,6 +13,7 @@
 #include "engine/trace.h"
 #include "gpu/hardware_profile.h"
 #include "gpu/sim_accelerator.h"
+#include "tests/logit_case_compare.h"
 #include "tests/test_support.h"
 
 namespace tandem {
@@ -23,7 +24,8 @@ namespace {
 uint64_t cache_bytes_for(const Model& m, double fraction) {
   uint64_t slot = 0;
   for (const LayerWeights& w : m.layers()) {
-    slot = std::max<uint64_t>(slot, (w.gate_exps.n_bytes + w.up_exps.n_bytes + w.down_exps.n_bytes) / m.spec().n_expert);
+    slot = std::max<uint64_t>(
+        slot, (w.gate_exps.n_bytes + w.up_exps.n_bytes + w.down_exps.n_bytes) / m.spec().n_expert);
   }
   const auto n_slots = static_cast<uint64_t>(fraction * m.spec().n_layer * m.spec().n_expert + 0.5);
   return n_slots * slot;
@@ -50,7 +52,9 @@ struct HybridCase {
   double cached_fraction;
 };
 
-void PrintTo(const HybridCase& c, std::ostream* os) { *os << c.model << " cached " << c.cached_fraction; }
+void PrintTo(const HybridCase& c, std::ostream* os) {
+  *os << c.model << " cached " << c.cached_fraction;
+}
 
 class HybridParity : public testing::TestWithParam<HybridCase> {};
 
@@ -81,22 +85,13 @@ TEST_P(HybridParity, SimEqualsCpuOnly) {
         const auto prompt = gc["prompt"].get<std::vector<int32_t>>();
         const LogitCase a = run_logit_case(cpu, 0, prompt, nullptr, 8);
         const LogitCase b = run_logit_case(sim, 0, prompt, nullptr, 8);
-        EXPECT_EQ(a.fed, b.fed) << "greedy tokens differ";
-        for (size_t r = 0; r < a.prompt_logits.size(); ++r) {
-          for (size_t v = 0; v < a.prompt_logits[r].size(); ++v) {
-            ASSERT_NEAR(a.prompt_logits[r][v], b.prompt_logits[r][v], 1e-4) << "prompt row " << r;
-          }
-        }
-        for (size_t r = 0; r < a.decode_logits.size(); ++r) {
-          for (size_t v = 0; v < a.decode_logits[r].size(); ++v) {
-            ASSERT_NEAR(a.decode_logits[r][v], b.decode_logits[r][v], 1e-4) << "decode row " << r;
-          }
-        }
+        test::expect_same_logit_case(a, b, 1e-4f);
       }
       const ExpertRunStats& st = sim.expert_stats();
       std::printf("[ hybrid ] %s cached %.0f%%: %llu experts on the accelerator, %llu on the CPU\n",
                   hc.model.c_str(), 100 * hc.cached_fraction,
-                  static_cast<unsigned long long>(st.gpu_experts), static_cast<unsigned long long>(st.cpu_experts));
+                  static_cast<unsigned long long>(st.gpu_experts),
+                  static_cast<unsigned long long>(st.cpu_experts));
       if (hc.cached_fraction == 0.0) {
         EXPECT_EQ(st.gpu_experts, 0u);
       }
@@ -117,11 +112,12 @@ INSTANTIATE_TEST_SUITE_P(
     Sim, HybridParity,
     testing::Values(HybridCase{"tiny-qwen3moe-f32", 0.0}, HybridCase{"tiny-qwen3moe-f32", 0.25},
                     HybridCase{"tiny-qwen3moe-f32", 1.0}, HybridCase{"tiny-qwen3moe-q8_0", 0.25},
-                    HybridCase{"tiny-qwen3moe-q4_k_m", 0.25}, HybridCase{"tiny-qwen3moe-q4_k_m", 1.0},
-                    HybridCase{"tiny-qwen2moe-f16", 0.25}, HybridCase{"tiny-mixtral-f16", 0.25},
-                    HybridCase{"tiny-olmoe-f16", 0.25}),
+                    HybridCase{"tiny-qwen3moe-q4_k_m", 0.25},
+                    HybridCase{"tiny-qwen3moe-q4_k_m", 1.0}, HybridCase{"tiny-qwen2moe-f16", 0.25},
+                    HybridCase{"tiny-mixtral-f16", 0.25}, HybridCase{"tiny-olmoe-f16", 0.25}),
     [](const testing::TestParamInfo<HybridCase>& param_info) {
-      std::string n = param_info.param.model + "_" + std::to_string(static_cast<int>(param_info.param.cached_fraction * 100));
+      std::string n = param_info.param.model + "_" +
+                      std::to_string(static_cast<int>(param_info.param.cached_fraction * 100));
       for (char& c : n) c = std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
       return n;
     });

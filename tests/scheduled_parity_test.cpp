@@ -15,6 +15,7 @@
 #include "gpu/accelerator_factory.h"
 #include "gpu/hardware_profile.h"
 #include "gpu/sim_accelerator.h"
+#include "tests/logit_case_compare.h"
 #include "tests/test_support.h"
 
 namespace tandem {
@@ -66,17 +67,7 @@ TEST_P(ScheduledParity, EveryPolicyEqualsCpuOnly) {
         const auto prompt = gc["prompt"].get<std::vector<int32_t>>();
         const LogitCase a = run_logit_case(cpu, 0, prompt, nullptr, 8);
         const LogitCase b = run_logit_case(sim, 0, prompt, nullptr, 8);
-        EXPECT_EQ(a.fed, b.fed) << "greedy tokens differ";
-        for (size_t r = 0; r < a.prompt_logits.size(); ++r) {
-          for (size_t v = 0; v < a.prompt_logits[r].size(); ++v) {
-            ASSERT_NEAR(a.prompt_logits[r][v], b.prompt_logits[r][v], 1e-4) << "prompt row " << r;
-          }
-        }
-        for (size_t r = 0; r < a.decode_logits.size(); ++r) {
-          for (size_t v = 0; v < a.decode_logits[r].size(); ++v) {
-            ASSERT_NEAR(a.decode_logits[r][v], b.decode_logits[r][v], 1e-4) << "decode row " << r;
-          }
-        }
+        test::expect_same_logit_case(a, b, 1e-4f);
       }
       const ExpertRunStats& st = sim.expert_stats();
       std::printf(
