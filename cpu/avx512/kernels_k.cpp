@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "cpu/avx512/simd512.h"
+#include "cpu/avx512/strip_driver.h"
 #include "cpu/kernels.h"
 #include "cpu/quant_blocks.h"
 #include "cpu/tile_driver.h"
@@ -228,18 +229,10 @@ struct Q6_KRow {
 // scales, the mins as int16 pairs, and d/dmin. Per token, vpdpbusd with broadcast activation
 // quants gives exact per-sub-block sums for 16 rows; scales and mins are applied in int32 and
 // one float step per super-block follows. Results do not depend on how work is split.
-constexpr int64_t kK4StripMinTokens = 16;
 constexpr int64_t kK4StripVectors = 64 + 8 + 4 + 2;  // quants, scales, min pairs, d/dmin
 
-uint8_t* k4_strip_buffer(int64_t bytes) {
-  thread_local std::vector<uint8_t> buffer;
-  if (buffer.size() < static_cast<size_t>(bytes) + 64)
-    buffer.resize(static_cast<size_t>(bytes) + 64);
-  const auto addr = reinterpret_cast<uintptr_t>(buffer.data());
-  return buffer.data() + ((64 - addr % 64) % 64);
-}
-
-void pack_q4_k_strip(const MatrixRef& m, int64_t r0, __mmask16 valid, int64_t nb, __m512i* out) {
+void pack_q4_k_strip(const MatrixRef& m, int64_t r0, __mmask16 valid, int64_t nb, uint8_t* buf) {
+  auto* out = reinterpret_cast<__m512i*>(buf);
   static constexpr int kPerm[8] = {0, 2, 1, 3, 4, 6, 5, 7};
   const __m512i offsets =
       _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
@@ -287,8 +280,9 @@ void pack_q4_k_strip(const MatrixRef& m, int64_t r0, __mmask16 valid, int64_t nb
 }
 
 template <int NT>
-void q4_k_strip_tokens(const __m512i* strip, int64_t nb, const ActPack& a, int64_t t0,
+void q4_k_strip_tokens(const uint8_t* buf, int64_t nb, const ActPack& a, int64_t t0,
                        __mmask16 valid, float* y, int64_t y_stride) {
+  const auto* strip = reinterpret_cast<const __m512i*>(buf);
   __m512 acc[NT];
   for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
   for (int64_t i = 0; i < nb; ++i) {
@@ -329,30 +323,25 @@ void q4_k_strip_tokens(const __m512i* strip, int64_t nb, const ActPack& a, int64
   for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + (t0 + t) * y_stride, valid, acc[t]);
 }
 
-void run_q4_k(const MatrixRef& w, const ActPack& a, int64_t r_lo, int64_t r_hi, int64_t t_lo,
-              int64_t t_hi, float* y, int64_t y_stride) {
-  if (t_hi - t_lo < kK4StripMinTokens || w.row_stride > INT32_MAX / 16) {
-    return run_tiles<Q4_KRow>(w, a, r_lo, r_hi, t_lo, t_hi, y, y_stride);
+struct Q4_KStrip {
+  static constexpr int64_t kBlockElems = kQKK, kBytesPerBlock = kK4StripVectors * 64;
+  static constexpr int kMaxTile = 4;
+  static void pack(const MatrixRef& m, int64_t r0, __mmask16 valid, int64_t nb, uint8_t* buf) {
+    pack_q4_k_strip(m, r0, valid, nb, buf);
   }
-  const int64_t nb = w.n_cols / kQKK;
-  auto* strip = reinterpret_cast<__m512i*>(k4_strip_buffer(nb * kK4StripVectors * 64));
-  for (int64_t r0 = r_lo; r0 < r_hi; r0 += 16) {
-    const int64_t rows = std::min<int64_t>(16, r_hi - r0);
-    const __mmask16 valid =
-        rows >= 16 ? __mmask16{0xFFFF} : static_cast<__mmask16>((1u << rows) - 1);
-    pack_q4_k_strip(w, r0, valid, nb, strip);
-    float* yr = y + r0;
-    int64_t t = t_lo;
-    for (; t + 4 <= t_hi; t += 4) q4_k_strip_tokens<4>(strip, nb, a, t, valid, yr, y_stride);
-    for (; t < t_hi; ++t) q4_k_strip_tokens<1>(strip, nb, a, t, valid, yr, y_stride);
+  template <int NT>
+  static void tokens(const uint8_t* buf, int64_t nb, const ActPack& a, int64_t t0, __mmask16 valid,
+                     float* y, int64_t y_stride) {
+    q4_k_strip_tokens<NT>(buf, nb, a, t0, valid, y, y_stride);
   }
-}
+};
 
 // Q6_K with several tokens: the same scheme with 16-element sub-blocks in element order
 // (ActLayout::Q8_K); quants are stored +32, undone with the sums of each sub-block's activations.
 constexpr int64_t kQ6StripVectors = 64 + 16 + 8 + 1;  // quants, scales, scale pairs, d
 
-void pack_q6_k_strip(const MatrixRef& m, int64_t r0, __mmask16 valid, int64_t nb, __m512i* out) {
+void pack_q6_k_strip(const MatrixRef& m, int64_t r0, __mmask16 valid, int64_t nb, uint8_t* buf) {
+  auto* out = reinterpret_cast<__m512i*>(buf);
   const __m512i offsets =
       _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                          _mm512_set1_epi32(static_cast<int32_t>(m.row_stride)));
@@ -394,8 +383,9 @@ void pack_q6_k_strip(const MatrixRef& m, int64_t r0, __mmask16 valid, int64_t nb
 }
 
 template <int NT>
-void q6_k_strip_tokens(const __m512i* strip, int64_t nb, const ActPack& a, int64_t t0,
+void q6_k_strip_tokens(const uint8_t* buf, int64_t nb, const ActPack& a, int64_t t0,
                        __mmask16 valid, float* y, int64_t y_stride) {
+  const auto* strip = reinterpret_cast<const __m512i*>(buf);
   __m512 acc[NT];
   for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
   for (int64_t i = 0; i < nb; ++i) {
@@ -435,31 +425,25 @@ void q6_k_strip_tokens(const __m512i* strip, int64_t nb, const ActPack& a, int64
   for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + (t0 + t) * y_stride, valid, acc[t]);
 }
 
-void run_q6_k(const MatrixRef& w, const ActPack& a, int64_t r_lo, int64_t r_hi, int64_t t_lo,
-              int64_t t_hi, float* y, int64_t y_stride) {
-  if (t_hi - t_lo < kK4StripMinTokens || w.row_stride > INT32_MAX / 16) {
-    return run_tiles<Q6_KRow>(w, a, r_lo, r_hi, t_lo, t_hi, y, y_stride);
+struct Q6_KStrip {
+  static constexpr int64_t kBlockElems = kQKK, kBytesPerBlock = kQ6StripVectors * 64;
+  static constexpr int kMaxTile = 4;
+  static void pack(const MatrixRef& m, int64_t r0, __mmask16 valid, int64_t nb, uint8_t* buf) {
+    pack_q6_k_strip(m, r0, valid, nb, buf);
   }
-  const int64_t nb = w.n_cols / kQKK;
-  auto* strip = reinterpret_cast<__m512i*>(k4_strip_buffer(nb * kQ6StripVectors * 64));
-  for (int64_t r0 = r_lo; r0 < r_hi; r0 += 16) {
-    const int64_t rows = std::min<int64_t>(16, r_hi - r0);
-    const __mmask16 valid =
-        rows >= 16 ? __mmask16{0xFFFF} : static_cast<__mmask16>((1u << rows) - 1);
-    pack_q6_k_strip(w, r0, valid, nb, strip);
-    float* yr = y + r0;
-    int64_t t = t_lo;
-    for (; t + 4 <= t_hi; t += 4) q6_k_strip_tokens<4>(strip, nb, a, t, valid, yr, y_stride);
-    for (; t < t_hi; ++t) q6_k_strip_tokens<1>(strip, nb, a, t, valid, yr, y_stride);
+  template <int NT>
+  static void tokens(const uint8_t* buf, int64_t nb, const ActPack& a, int64_t t0, __mmask16 valid,
+                     float* y, int64_t y_stride) {
+    q6_k_strip_tokens<NT>(buf, nb, a, t0, valid, y, y_stride);
   }
-}
+};
 
-const FastKernel kQ4_K{ActLayout::Q8_K_PERM, run_q4_k, "avx512-vnni q4_K"};
+const FastKernel kQ4_K{ActLayout::Q8_K_PERM, run_strips<Q4_KStrip, Q4_KRow>, "avx512-vnni q4_K"};
 // Q5_K stays on the row kernel for every token count: with a transposed variant the strict
 // Q4_K_M reference (f32 KV cache) kept 33 of 74 rows within 1e-4 instead of 68: its float
 // summation order flips q8 rounding ties of the attention output it computes in those files.
 const FastKernel kQ5_K{ActLayout::Q8_K_PERM, run_tiles<Q5_KRow>, "avx512-vnni q5_K"};
-const FastKernel kQ6_K{ActLayout::Q8_K, run_q6_k, "avx512-vnni q6_K"};
+const FastKernel kQ6_K{ActLayout::Q8_K, run_strips<Q6_KStrip, Q6_KRow>, "avx512-vnni q6_K"};
 
 }  // namespace
 

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "cpu/avx512/simd512.h"
+#include "cpu/avx512/strip_driver.h"
 #include "cpu/kernels.h"
 #include "cpu/quant_blocks.h"
 #include "cpu/tile_driver.h"
@@ -60,32 +61,17 @@ struct Q8_0Row {
   }
 };
 
-// Q8_0 with several tokens (prefill, expert groups): 16 rows at a time. Each block of the 16
-// rows is transposed once into 8 vectors whose int32 lane r holds 4 quants of row r, so one
-// vpdpbusd with a broadcast of 4 activation quants advances 16 rows, and the float rescale
-// (convert, scale, fma) runs once per block for 16 rows instead of once per 2 blocks per row.
-// Every row and token is computed the same way whatever rows and tokens share its tile, so
-// results do not depend on how work is split.
-constexpr int64_t kStripMinTokens = 16;
+// Q8_0 with many tokens (strip_driver.h): each block of 16 rows becomes 8 vectors whose int32
+// lane r holds 4 quants of row r, so one vpdpbusd with a broadcast of 4 activation quants
+// advances 16 rows, and the float rescale (convert, scale, fma) runs once per block for 16
+// rows instead of once per 2 blocks per row.
 constexpr int64_t kStripBytesPerBlock = 10 * 64;  // 8 weight vectors, scales, corrections
 
-uint8_t* strip_buffer(int64_t bytes) {
-  thread_local std::vector<uint8_t> buffer;
-  if (buffer.size() < static_cast<size_t>(bytes) + 64)
-    buffer.resize(static_cast<size_t>(bytes) + 64);
-  const auto addr = reinterpret_cast<uintptr_t>(buffer.data());
-  return buffer.data() + ((64 - addr % 64) % 64);
-}
-
-// Transposes blocks [0, nb) of rows r0.. (n_rows <= 16 of them; missing rows read as zero)
+// Transposes blocks [0, nb) of rows r0.. (rows outside `valid` read as zero)
 // into buf: per block 8 weight vectors, the 16 row scales, and -128 * (sum of the row's quants)
 // which undoes the +128 the activations carry.
-void pack_q8_0_strip(const MatrixRef& m, int64_t r0, int64_t n_rows, int64_t nb, uint8_t* buf) {
-  const __mmask16 valid =
-      n_rows >= 16 ? __mmask16{0xFFFF} : static_cast<__mmask16>((1u << n_rows) - 1);
-  const __m512i offsets =
-      _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                         _mm512_set1_epi32(static_cast<int32_t>(m.row_stride)));
+void pack_q8_0_strip(const MatrixRef& m, int64_t r0, __mmask16 valid, int64_t nb, uint8_t* buf) {
+  const __m512i offsets = strip_row_offsets(m.row_stride);
   const auto* base = static_cast<const uint8_t*>(m.data) + r0 * m.row_stride;
   const __m512i k128 = _mm512_set1_epi8(static_cast<char>(0x80));
   const __m512i zero = _mm512_setzero_si512();
@@ -130,25 +116,18 @@ void q8_0_strip_tokens(const uint8_t* buf, int64_t nb, const ActPack& a, int64_t
   for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + (t0 + t) * y_stride, valid, acc[t]);
 }
 
-void run_q8_0(const MatrixRef& w, const ActPack& a, int64_t r_lo, int64_t r_hi, int64_t t_lo,
-              int64_t t_hi, float* y, int64_t y_stride) {
-  if (t_hi - t_lo < kStripMinTokens || w.row_stride > INT32_MAX / 16) {
-    return run_tiles<Q8_0Row>(w, a, r_lo, r_hi, t_lo, t_hi, y, y_stride);
+struct Q8_0Strip {
+  static constexpr int64_t kBlockElems = kQK, kBytesPerBlock = kStripBytesPerBlock;
+  static constexpr int kMaxTile = 8;
+  static void pack(const MatrixRef& m, int64_t r0, __mmask16 valid, int64_t nb, uint8_t* buf) {
+    pack_q8_0_strip(m, r0, valid, nb, buf);
   }
-  const int64_t nb = w.n_cols / kQK;
-  uint8_t* buf = strip_buffer(nb * kStripBytesPerBlock);
-  for (int64_t r0 = r_lo; r0 < r_hi; r0 += 16) {
-    const int64_t rows = std::min<int64_t>(16, r_hi - r0);
-    const __mmask16 valid =
-        rows >= 16 ? __mmask16{0xFFFF} : static_cast<__mmask16>((1u << rows) - 1);
-    pack_q8_0_strip(w, r0, rows, nb, buf);
-    float* yr = y + r0;
-    int64_t t = t_lo;
-    for (; t + 8 <= t_hi; t += 8) q8_0_strip_tokens<8>(buf, nb, a, t, valid, yr, y_stride);
-    for (; t + 4 <= t_hi; t += 4) q8_0_strip_tokens<4>(buf, nb, a, t, valid, yr, y_stride);
-    for (; t < t_hi; ++t) q8_0_strip_tokens<1>(buf, nb, a, t, valid, yr, y_stride);
+  template <int NT>
+  static void tokens(const uint8_t* buf, int64_t nb, const ActPack& a, int64_t t0, __mmask16 valid,
+                     float* y, int64_t y_stride) {
+    q8_0_strip_tokens<NT>(buf, nb, a, t0, valid, y, y_stride);
   }
-}
+};
 
 // 32 nibbles of one block as bytes in element order (low nibbles = elements 0-15).
 inline __m256i q4_0_block(const BlockQ4_0& blk) {
@@ -193,7 +172,7 @@ struct Q4_0Row {
   }
 };
 
-const FastKernel kQ8_0{ActLayout::Q8_0_U8, run_q8_0, "avx512-vnni q8_0"};
+const FastKernel kQ8_0{ActLayout::Q8_0_U8, run_strips<Q8_0Strip, Q8_0Row>, "avx512-vnni q8_0"};
 const FastKernel kQ4_0{ActLayout::Q8_0_I8, run_tiles<Q4_0Row>, "avx512-vnni q4_0"};
 
 }  // namespace
