@@ -30,15 +30,7 @@ class ServerHttpTest : public ::testing::Test {
   static void SetUpTestSuite() {
     if (test::tiny_model_path().empty()) return;
     server_ = new test::ServeProcess(kConfig, {"-m", test::tiny_model_path()});
-    port_ = server_->wait_for_port(60s);
-    if (port_ == 0) return;
-    httplib::Client c("127.0.0.1", port_);
-    for (int i = 0; i < 600; ++i) {  // /health is 503 while the model loads
-      auto r = c.Get("/health");
-      if (r && r->status == 200) return;
-      std::this_thread::sleep_for(50ms);
-    }
-    port_ = 0;
+    port_ = server_->wait_until_healthy(180s);
   }
   static void TearDownTestSuite() {
     delete server_;
@@ -339,12 +331,10 @@ TEST(ServerLifecycleTest, DisconnectFreesTheSlotQueueFullIs503AndSigtermExitsCle
   test::ServeProcess server(R"({"server": {"max_parallel": 1, "queue_limit": 0, "retry_after_s": 7,
                                            "log_requests": false}, "context_size": 4096, "threads": 2})",
                             {"-m", test::tiny_model_path()});
-  const int port = server.wait_for_port(60s);
+  const int port = server.wait_until_healthy(180s);
   ASSERT_NE(port, 0) << server.log();
   httplib::Client c("127.0.0.1", port);
   c.set_read_timeout(60, 0);
-  for (int i = 0; i < 600 && !(c.Get("/health") && c.Get("/health")->status == 200); ++i)
-    std::this_thread::sleep_for(50ms);
 
   // A long stream on a raw socket: read its first event, then hang up.
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);

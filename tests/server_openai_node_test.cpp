@@ -39,14 +39,8 @@ TEST(ServerOpenAiNodeTest, OfficialClientDrivesTheServer) {
                                 "server": {"api_key": "node-key", "max_parallel": 8, "log_requests": false},
                                 "context_size": 256, "threads": 2})",
                             {"-m", test::tiny_model_path()});
-  const int port = server.wait_for_port(60s);
+  const int port = server.wait_until_healthy(180s);
   ASSERT_NE(port, 0) << server.log();
-  httplib::Client c("127.0.0.1", port);
-  for (int i = 0; i < 600; ++i) {
-    auto r = c.Get("/health");
-    if (r && r->status == 200) break;
-    std::this_thread::sleep_for(50ms);
-  }
   const std::string cmd =
       "cd '" + integration_dir() +
       "' && timeout 120 node openai_client.mjs http://127.0.0.1:" + std::to_string(port) +

@@ -39,6 +39,7 @@ inline std::string tiny_model_path() {
     }                                                                                        \
   } while (0)
 
+#include <httplib.h>
 #include <signal.h>
 #include <sys/wait.h>
 
@@ -110,6 +111,27 @@ class ServeProcess {
         return 0;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return 0;
+  }
+  // Waits for the port, then for /health to answer 200 (503 while the model loads); the port,
+  // or 0 when either did not happen in `timeout`. Sanitizer builds on a loaded CI machine can
+  // take many seconds to load, so callers give generous timeouts.
+  int wait_until_healthy(std::chrono::seconds timeout) {
+    const auto end = std::chrono::steady_clock::now() + timeout;
+    const int port = wait_for_port(timeout);
+    if (port == 0) return 0;
+    httplib::Client c("127.0.0.1", port);
+    c.set_connection_timeout(5, 0);
+    c.set_read_timeout(5, 0);
+    while (std::chrono::steady_clock::now() < end) {
+      auto r = c.Get("/health");
+      if (r && r->status == 200) return port;
+      if (::waitpid(pid_, nullptr, WNOHANG) == pid_) {
+        pid_ = -1;
+        return 0;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     return 0;
   }
