@@ -37,7 +37,7 @@ constexpr const char* kHelp =
     "  --fit-tokens LIST   token counts of the fitting runs (default 1,3,6,12,16,24,48,96,160;\n"
     "                      the check counts fall between them, so the check tests the curve)\n"
     "  --check-tokens LIST token counts of the check runs (default 1,2,4,8,32,128)\n"
-    "  --reps N            timed runs per token count, median kept (default 9)\n"
+    "  --reps N            timed runs per token count, median kept (default 31)\n"
     "  --experts N         distinct experts cycled through, so weights come from DRAM as in\n"
     "                      decode, not from the cache (default 16)\n"
     "  --hardware FILE     hardware profile the written cost model starts from (default\n"
@@ -49,7 +49,7 @@ constexpr const char* kHelp =
 struct CalibrateArgs {
   std::string shape = "qwen3-30b-a3b", hardware, output;
   std::vector<std::string> types = {"q8_0", "q4_k"};
-  int threads = 0, reps = 9, experts = 16;
+  int threads = 0, reps = 31, experts = 16;
   std::vector<int32_t> fit_tokens = {1, 3, 6, 12, 16, 24, 48, 96, 160};
   std::vector<int32_t> check_tokens = {1, 2, 4, 8, 32, 128};
   double tolerance = 15.0;
@@ -209,6 +209,11 @@ int cmd_calibrate(const Args& args) {
     const GgmlType type = *parse_type_name(type_name_text);
     const ExpertPool pool = make_pool(shape, type, a.experts);
     int next = 0;
+    // Untimed runs first, so thread wake-up, clock ramp-up and first-touch page faults are not
+    // measured as the cost of the first token counts.
+    const auto warm_until = std::chrono::steady_clock::now() + std::chrono::milliseconds(300);
+    while (std::chrono::steady_clock::now() < warm_until)
+      time_expert(pool, a.experts, 16, 1, arena, &next);
     std::vector<sched::Sample> fit;
     for (int32_t n : a.fit_tokens)
       fit.push_back(
