@@ -18,7 +18,7 @@ int64_t round64(int64_t bytes) {
 
 // Per-token section sizes in bytes (each a multiple of 64 so every token row stays aligned).
 struct Sections {
-  int64_t q = 0, d = 0, bias = 0, sums = 0;
+  int64_t q = 0, d = 0, bias = 0, sums = 0, block_bias = 0;
 };
 
 Sections sections(ActLayout layout, int64_t n_cols) {
@@ -31,11 +31,11 @@ Sections sections(ActLayout layout, int64_t n_cols) {
     case ActLayout::BF16:
       s.q = n_cols * 2;
       break;
-    case ActLayout::Q8_0_U8:
-      s.q = n_cols, s.d = n_cols / 4 * 4;
-      break;
     case ActLayout::Q8_0_I8:
       s.q = n_cols, s.d = n_cols / 4 * 4, s.bias = n_cols / 4 * 4;
+      break;
+    case ActLayout::Q8_0_S8:
+      s.q = n_cols, s.d = n_cols / 4 * 4, s.bias = n_cols / 4 * 4, s.block_bias = n_cols / 32 * 4;
       break;
     case ActLayout::Q8_K_PERM:
       s.q = n_cols, s.d = n_cols / 256 * 4, s.sums = n_cols / 32 * 2;
@@ -45,25 +45,28 @@ Sections sections(ActLayout layout, int64_t n_cols) {
       break;
   }
   s.q = round64(s.q), s.d = round64(s.d), s.bias = round64(s.bias), s.sums = round64(s.sums);
+  s.block_bias = round64(s.block_bias);
   return s;
 }
 
 void pack_q8_0(ActLayout layout, const uint8_t* blocks, int64_t n_cols, uint8_t* q, float* d,
-               int32_t* bias) {
+               int32_t* bias, int32_t* block_bias) {
   const auto* b = reinterpret_cast<const BlockQ8_0*>(blocks);
   for (int64_t i = 0; i < n_cols / kQK; ++i) {
     const float scale = fp16_to_fp32(b[i].d);
     for (int k = 0; k < 8; ++k) d[i * 8 + k] = scale;
-    for (int j = 0; j < kQK; ++j) {
-      q[i * kQK + j] = layout == ActLayout::Q8_0_U8 ? static_cast<uint8_t>(b[i].qs[j] + 128)
-                                                    : static_cast<uint8_t>(b[i].qs[j]);
-    }
-    if (layout != ActLayout::Q8_0_I8) continue;
-    // Q4_0 weights are nibbles n = w + 8: the lane sums of n * a need -8 * (sum of the a's).
+    std::memcpy(q + i * kQK, b[i].qs, kQK);
+    // Kernels multiply unsigned weights (Q4_0 nibbles w + 8, Q8_0 quants w + 128) by these
+    // signed quants; the lane sums need -offset * (sum of the a's) to come out as sums of w * a.
+    const int offset = layout == ActLayout::Q8_0_I8 ? 8 : 128;
+    int32_t block_sum = 0;
     for (int k = 0; k < 8; ++k) {
       const int8_t* a = b[i].qs + 4 * k;
-      bias[i * 8 + k] = -8 * (a[0] + a[1] + a[2] + a[3]);
+      const int32_t four = a[0] + a[1] + a[2] + a[3];
+      bias[i * 8 + k] = -offset * four;
+      block_sum += four;
     }
+    if (layout == ActLayout::Q8_0_S8) block_bias[i] = -128 * block_sum;
   }
 }
 
@@ -87,8 +90,8 @@ void pack_q8_k(ActLayout layout, const uint8_t* blocks, int64_t n_cols, uint8_t*
 
 GgmlType quant_type_of(ActLayout layout) {
   switch (layout) {
-    case ActLayout::Q8_0_U8:
     case ActLayout::Q8_0_I8:
+    case ActLayout::Q8_0_S8:
       return GgmlType::Q8_0;
     case ActLayout::Q8_K_PERM:
     case ActLayout::Q8_K:
@@ -107,7 +110,7 @@ GgmlType quant_type_of(ActLayout layout) {
 
 int64_t act_pack_bytes(ActLayout layout, int64_t n_cols, int64_t n_tokens) {
   const Sections s = sections(layout, n_cols);
-  return (s.q + s.d + s.bias + s.sums) * n_tokens;
+  return (s.q + s.d + s.bias + s.sums + s.block_bias) * n_tokens;
 }
 
 void pack_activations(ActLayout layout, const float* x, int64_t n_cols, int64_t n_tokens,
@@ -117,7 +120,11 @@ void pack_activations(ActLayout layout, const float* x, int64_t n_cols, int64_t 
   auto* d = reinterpret_cast<float*>(q + s.q * n_tokens);
   auto* bias = reinterpret_cast<int32_t*>(reinterpret_cast<uint8_t*>(d) + s.d * n_tokens);
   auto* sums = reinterpret_cast<int16_t*>(reinterpret_cast<uint8_t*>(bias) + s.bias * n_tokens);
-  *out = ActPack{n_tokens, n_cols, q, s.q, d, s.d / 4, bias, s.bias / 4, sums, s.sums / 2};
+  auto* block_bias =
+      reinterpret_cast<int32_t*>(reinterpret_cast<uint8_t*>(sums) + s.sums * n_tokens);
+  *out = ActPack{n_tokens, n_cols,    q,          s.q,        d,
+                 s.d / 4,  bias,      s.bias / 4, sums,       s.sums / 2,
+                 block_bias, s.block_bias / 4};
 
   const GgmlType qt = quant_type_of(layout);
   thread_local std::vector<uint8_t> blocks;
@@ -137,7 +144,8 @@ void pack_activations(ActLayout layout, const float* x, int64_t n_cols, int64_t 
     quantize_row(qt, xt, blocks.data(), n_cols);
     float* dt = d + t * (s.d / 4);
     if (qt == GgmlType::Q8_0) {
-      pack_q8_0(layout, blocks.data(), n_cols, qt_row, dt, bias + t * (s.bias / 4));
+      pack_q8_0(layout, blocks.data(), n_cols, qt_row, dt, bias + t * (s.bias / 4),
+                block_bias + t * (s.block_bias / 4));
     } else {
       pack_q8_k(layout, blocks.data(), n_cols, qt_row, dt, sums + t * (s.sums / 2));
     }

@@ -14,8 +14,9 @@ struct CpuFeatures;
 // Activations of n_tokens rows, repacked per kernel family. Per token t:
 //   q + t * q_stride         : bytes: int8/uint8 quants, or f32 / f16 / bf16 values
 //   d + t * d_stride         : float scales (layout per family)
-//   bias + t * bias_stride   : int32 per-lane corrections (Q4_0)
+//   bias + t * bias_stride   : int32 per-lane corrections (Q4_0, Q8_0)
 //   sums + t * sums_stride   : int16 per-sub-block sums of the quants (K-quants)
+//   block_bias + t * block_bias_stride : int32 per-block corrections (Q8_0)
 struct ActPack {
   int64_t n_tokens = 0;
   int64_t n_cols = 0;
@@ -27,6 +28,8 @@ struct ActPack {
   int64_t bias_stride = 0;
   const int16_t* sums = nullptr;
   int64_t sums_stride = 0;
+  const int32_t* block_bias = nullptr;
+  int64_t block_bias_stride = 0;
 };
 
 // How a kernel family wants its activations.
@@ -34,8 +37,9 @@ enum class ActLayout {
   F32,        // f32 values
   F16,        // f32 values rounded to f16 (as llama.cpp rounds them)
   BF16,       // bf16 values
-  Q8_0_U8,    // q8_0 quants + 128 as uint8; d: 8 copies of each block scale
   Q8_0_I8,    // q8_0 quants as int8; d: 8 copies per block; bias: -8 * (sum of 4 quants)
+  Q8_0_S8,    // q8_0 quants as int8; d: 8 copies per block; bias: -128 * (sum of 4 quants);
+              // block_bias: -128 * (sum of the block's 32 quants)
   Q8_K_PERM,  // q8_K quants, 32-element sub-blocks reordered 0,2,1,3,4,6,5,7; d per 256;
               // sums: 8 sub-block sums per 256
   Q8_K,       // q8_K quants in order; d per 256; sums: the 16 bsums per 256

@@ -1,6 +1,7 @@
 // AVX-512 VNNI kernels for the 32-element formats Q8_0 and Q4_0 against q8_0 activations.
 // vpdpbusd multiplies unsigned by signed bytes, so one operand is made unsigned:
-//  - Q8_0: activations carry +128 (ActLayout::Q8_0_U8); -128 * sum(w) per lane undoes it.
+//  - Q8_0: weights get +128 (sign bit flipped); the activation pack's corrections
+//    (ActLayout::Q8_0_S8: -128 * sum(a) per lane and per block) undo it.
 //  - Q4_0: weights are nibbles w + 8 (unsigned); the activation pack holds -8 * sum(a) per lane.
 // Two blocks fill one 512-bit register; lanes 0-7 belong to the first, 8-15 to the second.
 // GCC 12's AVX-512 headers trip -Wmaybe-uninitialized in their own cast helpers (_mm512_undefined
@@ -29,31 +30,48 @@ using avx512::hsum512;
 using avx512::join256;
 using avx512::join_broadcast;
 
+// Two blocks' f16 scales as floats: lanes 0-7 the first, lanes 8-15 the second (zero when the
+// row ends after the first block).
+inline __m512 pair_scales(const BlockQ8_0* b, bool pair) {
+  const __m128i lo = _mm_set1_epi16(static_cast<int16_t>(b[0].d));
+  const __m128i hi = pair ? _mm_set1_epi16(static_cast<int16_t>(b[1].d)) : _mm_setzero_si128();
+  return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1));
+}
+
+// Q8_0 rows (decode): per pair of blocks, two weight loads, one sign-bit flip, one vpdpbusd
+// seeded with the activation's correction, and the float rescale; nothing is computed per row
+// that the activation pack could hold instead, which keeps the kernel ahead of DRAM.
 template <int NT>
 struct Q8_0Row {
   static void run(const uint8_t* row, const ActPack& a, int64_t t0, int64_t n_cols, float* out) {
     const auto* b = reinterpret_cast<const BlockQ8_0*>(row);
     const int64_t nb = n_cols / kQK;
     const __m512i k128 = _mm512_set1_epi8(static_cast<char>(0x80));
-    const __m512i zero = _mm512_setzero_si512();
     __m512 acc[NT];
     for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
     for (int64_t i = 0; i < nb; i += 2) {
-      const bool pair = i + 1 < nb;  // an odd last block runs with a zero upper half
+      const bool pair = i + 1 < nb;  // an odd last block runs with zero activations above
       const __m256i w_hi = pair ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i + 1].qs))
                                 : _mm256_setzero_si256();
-      const __m512i w =
-          join256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].qs)), w_hi);
-      const __m512i corr = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, k128, w));
-      const __m512 dw = join_broadcast(f16_scale(b[i].d), pair ? f16_scale(b[i + 1].d) : 0.0f);
+      const __m512i w = _mm512_xor_si512(
+          join256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].qs)), w_hi), k128);
+      const __m512 dw = pair_scales(b + i, pair);
       for (int t = 0; t < NT; ++t) {
         const uint8_t* aq = a.q + (t0 + t) * a.q_stride + i * kQK;
         const float* ad = a.d + (t0 + t) * a.d_stride + i * 8;
-        const __m512i av =
-            pair ? _mm512_loadu_si512(aq)
-                 : _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(aq)));
-        const __m512 da = pair ? _mm512_loadu_ps(ad) : _mm512_zextps256_ps512(_mm256_loadu_ps(ad));
-        const __m512i s = _mm512_dpbusd_epi32(corr, av, w);
+        const int32_t* ab = a.bias + (t0 + t) * a.bias_stride + i * 8;
+        __m512i av, bias;
+        __m512 da;
+        if (pair) {
+          av = _mm512_loadu_si512(aq);
+          bias = _mm512_loadu_si512(ab);
+          da = _mm512_loadu_ps(ad);
+        } else {
+          av = _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(aq)));
+          bias = _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab)));
+          da = _mm512_zextps256_ps512(_mm256_loadu_ps(ad));
+        }
+        const __m512i s = _mm512_dpbusd_epi32(bias, w, av);
         acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, da), acc[t]);
       }
     }
@@ -62,14 +80,13 @@ struct Q8_0Row {
 };
 
 // Q8_0 with many tokens (strip_driver.h): each block of 16 rows becomes 8 vectors whose int32
-// lane r holds 4 quants of row r, so one vpdpbusd with a broadcast of 4 activation quants
+// lane r holds 4 quants (+128) of row r, so one vpdpbusd with a broadcast of 4 activation quants
 // advances 16 rows, and the float rescale (convert, scale, fma) runs once per block for 16
 // rows instead of once per 2 blocks per row.
-constexpr int64_t kStripBytesPerBlock = 10 * 64;  // 8 weight vectors, scales, corrections
+constexpr int64_t kStripBytesPerBlock = 9 * 64;  // 8 weight vectors, scales
 
-// Transposes blocks [0, nb) of rows r0.. (rows outside `valid` read as zero)
-// into buf: per block 8 weight vectors, the 16 row scales, and -128 * (sum of the row's quants)
-// which undoes the +128 the activations carry.
+// Transposes blocks [0, nb) of rows r0.. (rows outside `valid` read as zero) into buf: per block
+// 8 weight vectors with the sign bits flipped (w + 128) and the 16 row scales.
 void pack_q8_0_strip(const MatrixRef& m, int64_t r0, __mmask16 valid, int64_t nb, uint8_t* buf) {
   const __m512i offsets = strip_row_offsets(m.row_stride);
   const auto* base = static_cast<const uint8_t*>(m.data) + r0 * m.row_stride;
@@ -78,15 +95,12 @@ void pack_q8_0_strip(const MatrixRef& m, int64_t r0, __mmask16 valid, int64_t nb
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* blk = base + b * static_cast<int64_t>(sizeof(BlockQ8_0));
     uint8_t* out = buf + b * kStripBytesPerBlock;
-    __m512i sum = zero;
     for (int g = 0; g < 8; ++g) {
       const __m512i v = _mm512_mask_i32gather_epi32(zero, valid, offsets, blk + 2 + 4 * g, 1);
-      _mm512_store_si512(out + 64 * g, v);
-      sum = _mm512_dpbusd_epi32(sum, k128, v);
+      _mm512_store_si512(out + 64 * g, _mm512_xor_si512(v, k128));
     }
     const __m512i d16 = _mm512_mask_i32gather_epi32(zero, valid, offsets, blk, 1);
     _mm512_store_ps(out + 8 * 64, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(d16)));
-    _mm512_store_si512(out + 9 * 64, _mm512_sub_epi32(zero, sum));
   }
 }
 
@@ -98,13 +112,14 @@ void q8_0_strip_tokens(const uint8_t* buf, int64_t nb, const ActPack& a, int64_t
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* blk = buf + b * kStripBytesPerBlock;
     __m512i s[NT];
-    for (int t = 0; t < NT; ++t) s[t] = _mm512_load_si512(blk + 9 * 64);
+    for (int t = 0; t < NT; ++t)
+      s[t] = _mm512_set1_epi32(a.block_bias[(t0 + t) * a.block_bias_stride + b]);
     for (int g = 0; g < 8; ++g) {
       const __m512i w = _mm512_load_si512(blk + 64 * g);
       for (int t = 0; t < NT; ++t) {
         int32_t four;
         std::memcpy(&four, a.q + (t0 + t) * a.q_stride + b * kQK + 4 * g, 4);
-        s[t] = _mm512_dpbusd_epi32(s[t], _mm512_set1_epi32(four), w);
+        s[t] = _mm512_dpbusd_epi32(s[t], w, _mm512_set1_epi32(four));
       }
     }
     const __m512 dw = _mm512_load_ps(blk + 8 * 64);
@@ -172,7 +187,7 @@ struct Q4_0Row {
   }
 };
 
-const FastKernel kQ8_0{ActLayout::Q8_0_U8, run_strips<Q8_0Strip, Q8_0Row>, "avx512-vnni q8_0"};
+const FastKernel kQ8_0{ActLayout::Q8_0_S8, run_strips<Q8_0Strip, Q8_0Row>, "avx512-vnni q8_0"};
 const FastKernel kQ4_0{ActLayout::Q8_0_I8, run_tiles<Q4_0Row>, "avx512-vnni q4_0"};
 
 }  // namespace
