@@ -10,6 +10,10 @@
 #include "cpu/quant_blocks.h"
 
 namespace tandem {
+
+void quantize_q8_0_avx512(const float* x, BlockQ8_0* y, int64_t nb);  // cpu/avx512/quantize_act.cpp
+void quantize_q8_k_avx512(const float* x, BlockQ8K* y, int64_t nb);
+
 namespace {
 
 int64_t round64(int64_t bytes) {
@@ -108,6 +112,17 @@ GgmlType quant_type_of(ActLayout layout) {
 
 }  // namespace
 
+void quantize_activation_row(GgmlType type, const float* x, void* blocks, int64_t n_cols) {
+  static const bool wide = cpu_features().has_avx512_kernels();
+  if (wide && type == GgmlType::Q8_0 && n_cols % kQK == 0) {
+    return quantize_q8_0_avx512(x, static_cast<BlockQ8_0*>(blocks), n_cols / kQK);
+  }
+  if (wide && type == GgmlType::Q8_K && n_cols % kQKK == 0) {
+    return quantize_q8_k_avx512(x, static_cast<BlockQ8K*>(blocks), n_cols / kQKK);
+  }
+  quantize_row(type, x, blocks, n_cols);
+}
+
 int64_t act_pack_bytes(ActLayout layout, int64_t n_cols, int64_t n_tokens) {
   const Sections s = sections(layout, n_cols);
   return (s.q + s.d + s.bias + s.sums + s.block_bias) * n_tokens;
@@ -122,9 +137,8 @@ void pack_activations(ActLayout layout, const float* x, int64_t n_cols, int64_t 
   auto* sums = reinterpret_cast<int16_t*>(reinterpret_cast<uint8_t*>(bias) + s.bias * n_tokens);
   auto* block_bias =
       reinterpret_cast<int32_t*>(reinterpret_cast<uint8_t*>(sums) + s.sums * n_tokens);
-  *out = ActPack{n_tokens, n_cols,    q,          s.q,        d,
-                 s.d / 4,  bias,      s.bias / 4, sums,       s.sums / 2,
-                 block_bias, s.block_bias / 4};
+  *out = ActPack{n_tokens, n_cols,     q,    s.q,        d,          s.d / 4,
+                 bias,     s.bias / 4, sums, s.sums / 2, block_bias, s.block_bias / 4};
 
   const GgmlType qt = quant_type_of(layout);
   thread_local std::vector<uint8_t> blocks;
@@ -141,7 +155,7 @@ void pack_activations(ActLayout layout, const float* x, int64_t n_cols, int64_t 
       quantize_row(qt, xt, qt_row, n_cols);
       continue;
     }
-    quantize_row(qt, xt, blocks.data(), n_cols);
+    quantize_activation_row(qt, xt, blocks.data(), n_cols);
     float* dt = d + t * (s.d / 4);
     if (qt == GgmlType::Q8_0) {
       pack_q8_0(layout, blocks.data(), n_cols, qt_row, dt, bias + t * (s.bias / 4),

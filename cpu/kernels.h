@@ -65,6 +65,10 @@ int64_t act_pack_bytes(ActLayout layout, int64_t n_cols, int64_t n_tokens);
 void pack_activations(ActLayout layout, const float* x, int64_t n_cols, int64_t n_tokens,
                       int64_t t_lo, int64_t t_hi, uint8_t* scratch, ActPack* out);
 
+// quantize_row for the activation types (q8_0, q8_K), on AVX-512 where the CPU has it: the same
+// bytes as the reference quantizers.
+void quantize_activation_row(GgmlType type, const float* x, void* blocks, int64_t n_cols);
+
 // Kernel tables of each instruction set (defined in cpu/avx512/, cpu/avx2/).
 const FastKernel* avx512_kernel(GgmlType type, bool has_bf16);
 const FastKernel* avx2_kernel(GgmlType type);

@@ -157,5 +157,35 @@ TEST(Kernels, ExtremeQuantValues) {
   }
 }
 
+TEST(Kernels, ActivationQuantizersMatchReferenceBytes) {
+  // The vectorised q8_0 / q8_K quantizers must write exactly the reference bytes: random rows,
+  // rows of exact rounding ties, all-zero rows, a row whose largest magnitude is negative and
+  // repeated (q8_K takes the first one's sign), and tiny and huge magnitudes.
+  std::mt19937 rng(7);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  constexpr int64_t n = 1024;
+  std::vector<std::vector<float>> rows;
+  for (float scale : {1.0f, 1e-6f, 3e4f}) {
+    std::vector<float> r(n);
+    for (float& v : r) v = dist(rng) * scale;
+    rows.push_back(r);
+  }
+  std::vector<float> ties(n), zeros(n, 0.0f), signs(n);
+  // Each block starts with 127, so the scale is exactly 1 (q8_K: -1) and every x.5 is a tie.
+  for (int64_t i = 0; i < n; ++i)
+    ties[i] = i % 32 == 0 ? 127.0f : static_cast<float>(i % 61) - 29.5f;
+  for (int64_t i = 0; i < n; ++i) signs[i] = (i % 7 == 3) ? (i % 2 ? 5.0f : -5.0f) : 0.5f * (i % 5);
+  rows.insert(rows.end(), {ties, zeros, signs});
+  for (GgmlType t : {GgmlType::Q8_0, GgmlType::Q8_K}) {
+    const int64_t bytes = row_bytes(t, n);
+    for (size_t r = 0; r < rows.size(); ++r) {
+      std::vector<uint8_t> want(static_cast<size_t>(bytes)), got(static_cast<size_t>(bytes), 0xAB);
+      quantize_row(t, rows[r].data(), want.data(), n);
+      quantize_activation_row(t, rows[r].data(), got.data(), n);
+      EXPECT_EQ(got, want) << type_name(t) << " row " << r;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace tandem
