@@ -102,10 +102,13 @@ void run_expert(const ModelSpec& spec, const LayerWeights& w, const ExpertTokens
   grow(scratch.up, m * n_ff);
   grow(scratch.down, m * n_embd);
   gather_rows(group, xn, n_embd, scratch.gathered.data());
-  matmul(expert_matrix(w.gate_exps, group.expert), scratch.gathered.data(), m, scratch.gate.data(), arena);
-  matmul(expert_matrix(w.up_exps, group.expert), scratch.gathered.data(), m, scratch.up.data(), arena);
+  const MatmulJob gate_up[] = {
+      {expert_matrix(w.gate_exps, group.expert), scratch.gathered.data(), m, scratch.gate.data()},
+      {expert_matrix(w.up_exps, group.expert), scratch.gathered.data(), m, scratch.up.data()}};
+  matmul_many(gate_up, arena);  // one activation pack for both products
   swiglu(scratch.gate.data(), scratch.up.data(), m * n_ff, scratch.gate.data());
-  matmul(expert_matrix(w.down_exps, group.expert), scratch.gate.data(), m, scratch.down.data(), arena);
+  matmul(expert_matrix(w.down_exps, group.expert), scratch.gate.data(), m, scratch.down.data(),
+         arena);
   scatter_weighted(group, routing, scratch.down.data(), n_embd, scratch.slot_out.data());
 }
 
@@ -121,7 +124,8 @@ void run_experts(const ModelSpec& spec, const LayerWeights& w,
   while (first < groups.size()) {
     size_t last = first;
     int64_t rows = 0;
-    while (last < groups.size() && (last == first || rows + static_cast<int64_t>(groups[last]->token.size()) <= kMaxRows)) {
+    while (last < groups.size() &&
+           (last == first || rows + static_cast<int64_t>(groups[last]->token.size()) <= kMaxRows)) {
       rows += static_cast<int64_t>(groups[last]->token.size());
       ++last;
     }
@@ -131,12 +135,19 @@ void run_experts(const ModelSpec& spec, const LayerWeights& w,
     grow(scratch.down, rows * n_embd);
     jobs.clear();
     int64_t offset = 0;
+    const float* x = nullptr;
     for (size_t i = first; i < last; ++i) {
       const ExpertTokens& g = *groups[i];
       const auto m = static_cast<int64_t>(g.token.size());
-      float* x = scratch.gathered.data() + offset * n_embd;
-      gather_rows(g, xn, n_embd, x);
-      jobs.push_back({expert_matrix(w.gate_exps, g.expert), x, m, scratch.gate.data() + offset * n_ff});
+      // Experts that take the same tokens as the previous one (every expert of a decode step)
+      // read its gathered rows, and matmul_many then quantizes them once for all of them.
+      if (i == first || g.token != groups[i - 1]->token) {
+        float* rows_out = scratch.gathered.data() + offset * n_embd;
+        gather_rows(g, xn, n_embd, rows_out);
+        x = rows_out;
+      }
+      jobs.push_back(
+          {expert_matrix(w.gate_exps, g.expert), x, m, scratch.gate.data() + offset * n_ff});
       jobs.push_back({expert_matrix(w.up_exps, g.expert), x, m, scratch.up.data() + offset * n_ff});
       offset += m;
     }
@@ -194,7 +205,8 @@ void add_shared_expert(const ModelSpec& spec, const LayerWeights& w, const float
   swiglu(scratch.gate.data(), scratch.up.data(), n_tokens * n_ff, scratch.gate.data());
   matmul(matrix(w.down_shexp), scratch.gate.data(), n_tokens, scratch.down.data(), arena);
   // The gate tensor is [n_embd]: one output row.
-  const MatrixRef gate_row{w.router_shexp.type, w.router_shexp.data, 1, n_embd, w.router_shexp.row_stride()};
+  const MatrixRef gate_row{w.router_shexp.type, w.router_shexp.data, 1, n_embd,
+                           w.router_shexp.row_stride()};
   matmul(gate_row, xn, n_tokens, scratch.router_logits.data(), arena);
   for (int64_t t = 0; t < n_tokens; ++t) {
     const float g = 1.0f / (1.0f + std::exp(-scratch.router_logits[t]));
