@@ -24,6 +24,7 @@ struct Avx2Q8_0Row {
     __m256 acc[NT];
     for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < n_cols / kQK; ++i) {
+      prefetch_ahead<1>(b + i);
       const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].qs));
       const __m256i w_abs = _mm256_sign_epi8(w, w);
       const __m256 dw = _mm256_set1_ps(_cvtsh_ss(b[i].d));
@@ -49,6 +50,7 @@ struct Avx2FloatRow {
       for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
       int64_t i = 0;
       for (; i + 8 <= n_cols; i += 8) {
+        prefetch_ahead<1>(row + i * (kHalf ? 2 : 4));
         const __m256 w = kHalf ? _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(
                                      reinterpret_cast<const uint16_t*>(row) + i)))
                                : _mm256_loadu_ps(reinterpret_cast<const float*>(row) + i);

@@ -21,11 +21,13 @@ using avx512::hsum512;
 
 // Loads 16 weights as f32; `n` < 16 loads a zero-padded tail.
 struct LoadF32 {
+  static constexpr int64_t kBytes = 4;
   static __m512 load(const uint8_t* row, int64_t i, __mmask16 m) {
     return _mm512_maskz_loadu_ps(m, reinterpret_cast<const float*>(row) + i);
   }
 };
 struct LoadF16 {
+  static constexpr int64_t kBytes = 2;
   static __m512 load(const uint8_t* row, int64_t i, __mmask16 m) {
     const __m256i h = _mm256_maskz_loadu_epi16(m, reinterpret_cast<const uint16_t*>(row) + i);
     return _mm512_cvtph_ps(h);
@@ -42,6 +44,7 @@ struct FloatRow {
       for (int64_t i = 0; i < n_cols; i += 16) {
         const __mmask16 m = n_cols - i >= 16 ? static_cast<__mmask16>(0xFFFF)
                                              : static_cast<__mmask16>((1u << (n_cols - i)) - 1);
+        prefetch_ahead<1>(row + i * Load::kBytes);
         const __m512 w = Load::load(row, i, m);
         for (int t = 0; t < NT; ++t) {
           const float* x = reinterpret_cast<const float*>(a.q + (t0 + t) * a.q_stride) + i;
@@ -70,6 +73,7 @@ struct Bf16Row {
     for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
     for (int64_t i = 0; i < n_cols; i += 32) {
       const __mmask32 m = n_cols - i >= 32 ? ~__mmask32{0} : ((__mmask32{1} << (n_cols - i)) - 1);
+      prefetch_ahead<1>(w16 + i);
       const __m512i w = _mm512_maskz_loadu_epi16(m, w16 + i);
       for (int t = 0; t < NT; ++t) {
         const auto* x = reinterpret_cast<const uint16_t*>(a.q + (t0 + t) * a.q_stride) + i;

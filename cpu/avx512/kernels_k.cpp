@@ -131,6 +131,7 @@ inline void k4_row(const uint8_t* row, const ActPack& a, int64_t t0, int64_t n_c
   static const ScaleIndex index;
   DecodedK4 w;
   for (int64_t i = 0; i < n_cols / kQKK; ++i) {
+    prefetch_ahead<(sizeof(Block) + 63) / 64>(b + i);
     w.d = f16_scale(b[i].d);
     w.dmin = f16_scale(b[i].dmin);
     decode_scales(b[i].scales, index, &w);
@@ -193,6 +194,7 @@ struct Q6_KRow {
     __m512 acc[NT];
     for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
     for (int64_t i = 0; i < n_cols / kQKK; ++i) {
+      prefetch_ahead<(sizeof(BlockQ6K) + 63) / 64>(b + i);
       __m512i q[4], scale[4];
       decode_q6k_half(b[i].ql, b[i].qh, &q[0], &q[1]);
       decode_q6k_half(b[i].ql + 64, b[i].qh + 32, &q[2], &q[3]);

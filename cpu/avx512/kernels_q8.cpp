@@ -50,6 +50,7 @@ struct Q8_0Row {
     __m512 acc[NT];
     for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
     for (int64_t i = 0; i < nb; i += 2) {
+      prefetch_ahead<1>(b + i);
       const bool pair = i + 1 < nb;  // an odd last block runs with zero activations above
       const __m256i w_hi = pair ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i + 1].qs))
                                 : _mm256_setzero_si256();
@@ -160,6 +161,7 @@ struct Q4_0Row {
     __m512 acc[NT];
     for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
     for (int64_t i = 0; i < nb; i += 2) {
+      prefetch_ahead<1>(b + i);
       const bool pair = i + 1 < nb;
       const __m512i w =
           join256(q4_0_block(b[i]), pair ? q4_0_block(b[i + 1]) : _mm256_setzero_si256());
