@@ -1,6 +1,6 @@
 // Internal interface between cpu/matmul.cpp and the SIMD kernels (cpu/avx512/, cpu/avx2/).
-// Activations are quantized with quantize_row (so they equal the reference path's bit for bit)
-// and then repacked into the layout a kernel family streams fastest (ActPack).
+// Activations are quantized to the reference path's bytes (quantize_activation_row) and then
+// repacked into the layout a kernel family streams fastest (ActPack).
 #pragma once
 
 #include <cstdint>
