@@ -18,3 +18,11 @@ run --hardware configs/hardware/rtx4090-ddr5-desktop.json --shape qwen3-235b-a22
 run --hardware configs/hardware/rtx4090-ddr5-desktop.json --shape qwen3-30b-a3b --type q4_k --expert-vram-gb 12 --policy all
 run --hardware configs/hardware/rtx3090-epyc-ddr4-8ch.json --shape qwen3-235b-a22b --type q4_k --expert-vram-gb 20 --policy all
 run --hardware configs/hardware/h100-pcie-xeon.json --shape deepseek-v3 --type q4_k --expert-vram-gb 60 --policy all
+
+# Expert deferral (tandem only; the baselines above do not change with it).
+for d in 1 2 3; do
+  run --hardware configs/hardware/rtx4090-ddr5-desktop.json --shape qwen3-235b-a22b --type q4_k --expert-vram-gb 20 --policy tandem --defer-experts "$d"
+  run --hardware configs/hardware/rtx4090-ddr5-desktop.json --shape qwen3-30b-a3b --type q4_k --expert-vram-gb 12 --policy tandem --defer-experts "$d"
+  run --hardware configs/hardware/rtx3090-epyc-ddr4-8ch.json --shape qwen3-235b-a22b --type q4_k --expert-vram-gb 20 --policy tandem --defer-experts "$d"
+  run --hardware configs/hardware/h100-pcie-xeon.json --shape deepseek-v3 --type q4_k --expert-vram-gb 60 --policy tandem --defer-experts "$d"
+done

@@ -45,6 +45,7 @@ struct Engine::State {
   std::vector<int32_t> seq_len;  // cached positions per sequence
   // Activations of the current batch ([n_tokens][width]).
   std::vector<float> x, xn, q, k, v, attn, proj, ffn_out;
+  std::vector<float> deferred;   // [n_tokens][n_embd] expert outputs awaiting the next layer
   std::vector<float> logits_in;  // [n_out][n_embd]
   MoeScratch moe;
   Routing routing;
@@ -64,6 +65,7 @@ struct Engine::State {
     grow(attn, n * s.q_dim());
     grow(proj, n * s.n_embd);
     grow(ffn_out, n * s.n_embd);
+    grow(deferred, n * s.n_embd);
     grow(moe.slot_out, n * s.n_expert_used * s.n_embd);
   }
 };
@@ -72,6 +74,12 @@ Engine::Engine(const Model& model, const EngineOptions& options)
     : model_(model), options_(options) {
   if (options.n_ctx <= 0 || options.n_seq_max <= 0) {
     throw std::invalid_argument("engine: n_ctx and n_seq_max must be positive");
+  }
+  if (options.defer_experts < 0 || options.defer_experts >= model.spec().n_expert_used) {
+    throw std::invalid_argument(
+        "engine: defer_experts " + std::to_string(options.defer_experts) + " must be in [0, " +
+        std::to_string(model.spec().n_expert_used - 1) + "] (the model routes each token to " +
+        std::to_string(model.spec().n_expert_used) + " experts)");
   }
   state_ = std::make_unique<State>(model.spec(), options);
   if (!options.accelerator) {
@@ -156,6 +164,7 @@ void Engine::forward(std::span<const BatchEntry> batch, std::vector<float>& logi
                    st.x.data() + t * s.n_embd, s.n_embd);
   }
 
+  bool deferred_pending = false;
   for (int32_t il = 0; il < s.n_layer; ++il) {
     const LayerWeights& w = model_.layers()[il];
     // Attention block.
@@ -178,6 +187,10 @@ void Engine::forward(std::span<const BatchEntry> batch, std::vector<float>& logi
     attend(s, st.kv, il, batch, st.q.data(), st.attn.data(), arena);
     matmul(matrix(w.wo), st.attn.data(), n, st.proj.data(), arena);
     for (int64_t i = 0; i < n * s.n_embd; ++i) st.x[i] += st.proj[i];
+    if (deferred_pending) {  // the previous layer's deferred experts join after attention
+      for (int64_t i = 0; i < n * s.n_embd; ++i) st.x[i] += st.deferred[i];
+      deferred_pending = false;
+    }
 
     // Mixture-of-experts block.
     for (int64_t t = 0; t < n; ++t) {
@@ -188,7 +201,13 @@ void Engine::forward(std::span<const BatchEntry> batch, std::vector<float>& logi
     if (options_.routing_observer) options_.routing_observer(il, batch, st.routing);
     group_by_expert(st.routing, s.n_expert, st.moe.groups);
     st.experts->run_layer(il, st.routing, st.moe.groups, st.xn.data(), st.moe, arena);
-    combine_slots(st.routing, s.n_embd, st.moe, st.ffn_out.data());
+    if (options_.defer_experts > 0 && il + 1 < s.n_layer) {
+      combine_slots_deferring(st.routing, s.n_embd, st.moe, options_.defer_experts,
+                              st.ffn_out.data(), st.deferred.data());
+      deferred_pending = true;
+    } else {
+      combine_slots(st.routing, s.n_embd, st.moe, st.ffn_out.data());
+    }
     if (s.n_ff_shared > 0)
       add_shared_expert(s, w, st.xn.data(), static_cast<int32_t>(n), st.moe, arena,
                         st.ffn_out.data());

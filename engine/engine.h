@@ -41,6 +41,12 @@ struct EngineOptions {
   std::string expert_policy;
   std::string hardware_profile;     // the scheduler's cost model source (empty: default)
   std::vector<int32_t> pin_layers;  // layers whose experts the scheduler keeps resident
+  // Expert deferral (0: off; below the model's experts per token): each token's
+  // `defer_experts` lowest-weight experts of a layer are added to the hidden state after the
+  // next layer's attention instead of before it (not in the last layer). An approximation
+  // that lets them overlap that attention; the engine computes them in their own layer, so
+  // here it changes only the numbers (docs/scheduler.md, "Expert deferral").
+  int32_t defer_experts = 0;
   // Called on the forward thread with every MoE layer's routing of the batch (optional).
   std::function<void(int32_t layer, std::span<const BatchEntry> batch, const Routing& routing)>
       routing_observer;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 
 #include "cpu/arena.h"
 #include "cpu/matmul.h"
@@ -188,6 +189,31 @@ void combine_slots(const Routing& routing, int32_t n_embd, const MoeScratch& scr
     std::copy_n(s, n_embd, o);
     for (int32_t j = 1; j < k; ++j) {
       for (int32_t c = 0; c < n_embd; ++c) o[c] += s[j * n_embd + c];
+    }
+  }
+}
+
+void combine_slots_deferring(const Routing& routing, int32_t n_embd, const MoeScratch& scratch,
+                             int32_t n_defer, float* out, float* deferred) {
+  const int32_t k = routing.k;
+  std::vector<int32_t> order(k);
+  std::vector<uint8_t> is_deferred(k);
+  for (int32_t t = 0; t < routing.n_tokens; ++t) {
+    const float* weight = routing.weight.data() + static_cast<int64_t>(t) * k;
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
+      return weight[a] < weight[b] || (weight[a] == weight[b] && a > b);
+    });
+    std::fill(is_deferred.begin(), is_deferred.end(), 0);
+    for (int32_t i = 0; i < n_defer; ++i) is_deferred[order[i]] = 1;
+    float* o[2] = {out + static_cast<int64_t>(t) * n_embd,
+                   deferred + static_cast<int64_t>(t) * n_embd};
+    std::fill_n(o[0], n_embd, 0.0f);
+    std::fill_n(o[1], n_embd, 0.0f);
+    const float* s = scratch.slot_out.data() + static_cast<int64_t>(t) * k * n_embd;
+    for (int32_t j = 0; j < k; ++j) {
+      float* dst = o[is_deferred[j]];
+      for (int32_t c = 0; c < n_embd; ++c) dst[c] += s[j * n_embd + c];
     }
   }
 }

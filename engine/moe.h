@@ -73,6 +73,11 @@ void run_experts(const ModelSpec& spec, const LayerWeights& w,
 // out[t] = sum over slots in order of slot_out[t][j] (llama.cpp's summation order).
 void combine_slots(const Routing& routing, int32_t n_embd, const MoeScratch& scratch, float* out);
 
+// Expert deferral: per token, the n_defer slots of lowest gate weight (ties: the later slot)
+// go to deferred[t], the others to out[t], each summed in slot order. n_defer < routing.k.
+void combine_slots_deferring(const Routing& routing, int32_t n_embd, const MoeScratch& scratch,
+                             int32_t n_defer, float* out, float* deferred);
+
 // The shared expert of qwen2moe-style layers: out[t] += sigmoid(g . x) * FFN_shared(x).
 void add_shared_expert(const ModelSpec& spec, const LayerWeights& w, const float* xn,
                        int32_t n_tokens, MoeScratch& scratch, CpuArena* arena, float* out);

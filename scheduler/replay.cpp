@@ -64,6 +64,7 @@ class Simulation {
   void run_step(const RoutingStep& step, PhaseResult& out, bool traced);
   double run_layer(int32_t l, const RoutingStep& step, double start, PhaseResult& out, bool traced);
   LayerSituation situation(int32_t l, const LayerLoad& load, double moe_start, int32_t n_tokens);
+  std::vector<ExpertJob> take_deferred(int32_t l, const LayerRouting& r, LayerSituation& s) const;
   void update_cache(int32_t l, const LayerLoad& load, const LayerSituation& s, const LayerPlan& p);
   void prefetch(int32_t l, const RoutingStep& step, double start, double deadline, bool traced);
   void trace_plan(int32_t l, const LayerSituation& s, const LayerPlan& p, double moe_start);
@@ -79,6 +80,7 @@ class Simulation {
   std::unique_ptr<ExpertCache> cache_;
   std::vector<std::vector<InFlight>> inflight_;  // per layer: prefetches in the air or landed
   double pcie_busy_until_ = 0.0;
+  double deferred_until_ = 0.0;  // the CPU finishes the previous layer's deferred experts
   double clock_ = 0.0;
   int32_t n_ctx_ = 0;
   ReplayResult result_;
@@ -173,6 +175,33 @@ LayerSituation Simulation::situation(int32_t l, const LayerLoad& load, double mo
     s.jobs.push_back(j);
   }
   return s;
+}
+
+std::vector<ExpertJob> Simulation::take_deferred(int32_t l, const LayerRouting& r,
+                                                 LayerSituation& s) const {
+  const int32_t d = policy_.defers ? opt_.defer_experts : 0;
+  if (d <= 0 || l + 1 >= trace_.n_layer || r.n_tokens <= 0) return {};
+  // Per expert, how many of its tokens rank it among their d lowest gate weights.
+  const int32_t k = static_cast<int32_t>(r.ids.size()) / r.n_tokens;
+  std::vector<int32_t> n_deferring(trace_.n_expert, 0);
+  std::vector<int32_t> slots(k);
+  for (int32_t t = 0; t < r.n_tokens; ++t) {
+    const size_t base = static_cast<size_t>(t) * k;
+    std::iota(slots.begin(), slots.end(), 0);
+    // Lowest weight first; on ties the later slot is deferred first, as in the engine.
+    std::sort(slots.begin(), slots.end(), [&](int32_t a, int32_t b) {
+      const float wa = r.weights[base + a], wb = r.weights[base + b];
+      return wa < wb || (wa == wb && a > b);
+    });
+    for (int32_t i = 0; i < std::min(d, k); ++i) ++n_deferring[r.ids[base + slots[i]]];
+  }
+  std::vector<ExpertJob> deferred, kept;
+  for (const ExpertJob& j : s.jobs) {
+    const bool defer = j.residency == Residency::Absent && n_deferring[j.expert] == j.n_tokens;
+    (defer ? deferred : kept).push_back(j);
+  }
+  s.jobs = std::move(kept);
+  return deferred;
 }
 
 void Simulation::update_cache(int32_t l, const LayerLoad& load, const LayerSituation& s,
@@ -298,9 +327,11 @@ double Simulation::run_layer(int32_t l, const RoutingStep& step, double start, P
     timeline_->span(label("attention L", l),
                     cost_.has_gpu() ? ChromeTrace::kGpu : ChromeTrace::kCpu, start, attn, "dense");
   }
-  const double moe_start = start + attn;
+  // The previous layer's deferred experts must be added before this layer's experts start.
+  const double moe_start = std::max(start + attn, deferred_until_);
   const LayerLoad load = load_of(step.layers[l], trace_.n_expert);
-  const LayerSituation s = situation(l, load, moe_start, n_tokens);
+  LayerSituation s = situation(l, load, moe_start, n_tokens);
+  const std::vector<ExpertJob> deferred = take_deferred(l, step.layers[l], s);
   const auto t0 = std::chrono::steady_clock::now();
   const LayerPlan p = policy_.planner->plan(s);
   const auto t1 = std::chrono::steady_clock::now();
@@ -312,7 +343,20 @@ double Simulation::run_layer(int32_t l, const RoutingStep& step, double start, P
   const double end = moe_start + p.makespan_us;
   const bool gpu = cost_.has_gpu();
   out.attention_us += attn;
-  out.experts_us += p.makespan_us;
+  out.experts_us += p.makespan_us + (moe_start - start - attn);
+  // Deferred experts run on the CPU after its share of this layer, past the layer's end.
+  double deferred_at = moe_start + p.cpu_finish_us;
+  for (const ExpertJob& j : deferred) {
+    if (traced) {
+      timeline_->span(label("deferred L", l, " E", j.expert), ChromeTrace::kCpu, deferred_at,
+                      j.cpu_us, "deferred");
+    }
+    deferred_at += j.cpu_us;
+    ++out.n_lookups;
+    ++out.n_deferred;
+    out.busy.cpu_us += j.cpu_us;
+  }
+  deferred_until_ = deferred.empty() ? 0.0 : deferred_at;
   (gpu ? out.busy.gpu_us : out.busy.cpu_us) += attn + s.gpu_free_us + s.cpu_free_us;
   for (size_t i = 0; i < s.jobs.size(); ++i) {
     ++out.n_lookups;
@@ -332,7 +376,7 @@ double Simulation::run_layer(int32_t l, const RoutingStep& step, double start, P
   inflight_[l].clear();
   if (policy_.prefetch) {
     const int64_t before = result_.n_prefetched;
-    prefetch(l, step, moe_start, end + attn, traced);
+    prefetch(l, step, moe_start, std::max(end + attn, deferred_until_), traced);
     const double n_new = static_cast<double>(result_.n_prefetched - before);
     out.bytes_copied += n_new * shape_.expert_bytes;
     out.busy.pcie_us += n_new * cost_.expert_copy_us();

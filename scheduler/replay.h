@@ -49,6 +49,7 @@ struct PolicySpec {
   // Prefetches may land after the next layer starts, while its CPU work still hides them
   // (the planner then waits for them or runs them on the CPU); else they must land before.
   bool late_prefetch = false;
+  bool defers = false;        // honours ReplayOptions::defer_experts
   int32_t staging_slots = 0;  // VRAM for experts copied per step (taken from the budget)
 };
 
@@ -62,6 +63,11 @@ struct ReplayOptions {
   std::vector<int32_t> pin_layers;  // MoE layers kept fully resident (dynamic caches)
   double prefetch_accuracy = -1.0;  // < 0: the trace's, else 0.85
   Eviction tandem_eviction = Eviction::Score;
+  // Expert deferral (tandem; 0: off): each token's `defer_experts` lowest-weight experts of a
+  // layer may finish while the next layer's attention runs. An expert is deferred when all its
+  // tokens defer it and it is not on the GPU; it runs on the CPU after the layer's CPU experts,
+  // and the next layer's experts start when it is done. Never in the last layer.
+  int32_t defer_experts = 0;
   uint64_t seed = 1;
   int32_t trace_decode_steps = 2;  // decode steps written to the Chrome trace
 };
@@ -76,8 +82,9 @@ struct PhaseResult {
   int64_t n_tokens = 0;
   double time_us = 0.0;
   double tokens_per_s = 0.0;
-  int64_t n_lookups = 0;  // activated (layer, expert) pairs
-  int64_t n_hits = 0;     // of those, on the GPU (resident or prefetched) when planned
+  int64_t n_lookups = 0;   // activated (layer, expert) pairs
+  int64_t n_hits = 0;      // of those, on the GPU (resident or prefetched) when planned
+  int64_t n_deferred = 0;  // of those, deferred past the next layer's attention
   double bytes_copied = 0.0;
   double attention_us = 0.0;  // attention, dense FFN, shared experts, output head
   double experts_us = 0.0;    // the layers' expert makespans

@@ -56,6 +56,7 @@ PolicySpec make_policy(const std::string& name, const CostModel& cost, const Mod
     p.uses_pins = true;
     p.price_copies = true;
     p.late_prefetch = true;
+    p.defers = true;
     p.staging_slots = staging;
   } else {
     std::string known;
@@ -100,6 +101,7 @@ nlohmann::json ReplayResult::to_json() const {
                           {"time_ms", p.time_us / 1e3},
                           {"tokens_per_s", p.tokens_per_s},
                           {"cache_hit_rate", p.hit_rate()},
+                          {"deferred_experts", p.n_deferred},
                           {"bytes_copied", p.bytes_copied},
                           {"attention_ms", p.attention_us / 1e3},
                           {"experts_ms", p.experts_us / 1e3},

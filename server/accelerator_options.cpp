@@ -25,6 +25,8 @@ bool AcceleratorSetup::parse_option(const std::string& a, ArgReader& r) {
   } else if (a == "--policy") {
     policy = r.value(a);
     validate_policy(policy, "option --policy");
+  } else if (a == "--defer-experts") {
+    defer_experts = static_cast<int32_t>(r.int_value(a, 0, 1024));
   } else if (a == "--record-routing") {
     routing_path = r.value(a);
   } else if (a == "--trace") {
@@ -45,6 +47,12 @@ void AcceleratorSetup::apply(EngineOptions& options, const Model& model) {
       recorder->observe(layer, batch, routing);
     };
   }
+  if (defer_experts >= model.spec().n_expert_used) {
+    throw UsageError("--defer-experts / scheduler.defer_experts " + std::to_string(defer_experts) +
+                     " must be below the model's " + std::to_string(model.spec().n_expert_used) +
+                     " experts per token");
+  }
+  options.defer_experts = defer_experts;
   std::string log;
   accelerator_ = make_accelerator(gpu, trace_.get(), &log);
   if (!log.empty()) std::fprintf(stderr, "%s\n", log.c_str());

@@ -1,6 +1,6 @@
 // The accelerator and trace options shared by run, bench and serve:
 //   --gpu none|sim|N  --gpu-budget GB  --expert-cache GB  --hardware FILE  --policy NAME
-//   --trace FILE
+//   --defer-experts D  --trace FILE
 #pragma once
 
 #include <memory>
@@ -26,6 +26,9 @@ class AcceleratorSetup {
       "                        configs/hardware/rtx4090-ddr5-desktop.json)\n"
       "  --policy NAME         expert placement with an accelerator: tandem (default; auto is\n"
       "                        the same), hybrimoe, fiddler, static or cpu-experts\n"
+      "  --defer-experts D     expert deferral: each token's D lowest-weight experts join the\n"
+      "                        hidden state after the next layer's attention (approximation;\n"
+      "                        default 0 = off; docs/scheduler.md)\n"
       "  --trace FILE          write a Chrome/Perfetto trace of expert work and device ops\n"
       "  --record-routing FILE write every MoE layer's routing as JSON lines (tandem sim\n"
       "                        --routing FILE replays them; docs/scheduler.md)\n";
@@ -40,6 +43,7 @@ class AcceleratorSetup {
 
   GpuConfig gpu;
   std::string policy = "auto";  // the scheduler's placement policy (config scheduler.policy)
+  int32_t defer_experts = 0;    // config scheduler.defer_experts
   std::string trace_path;
   std::string routing_path;
 

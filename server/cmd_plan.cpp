@@ -37,6 +37,7 @@ struct PlanConfig {
   std::string model, device = "none", profile, policy = "auto";
   double budget_gb = 0.0;
   std::vector<int32_t> pin_layers;
+  int32_t defer_experts = 0;
 };
 
 PlanConfig read_config(const std::string& path) {
@@ -86,6 +87,11 @@ PlanConfig read_config(const std::string& path) {
         c.pin_layers.push_back(v.get<int32_t>());
       }
     }
+    if (s.contains("defer_experts")) {
+      if (!s["defer_experts"].is_number_integer() || s["defer_experts"].get<int64_t>() < 0)
+        throw UsageError(path + ": scheduler.defer_experts must be an integer >= 0");
+      c.defer_experts = s["defer_experts"].get<int32_t>();
+    }
   }
   return c;
 }
@@ -133,7 +139,13 @@ void print_plan(const sched::ReplayResult& r, const sched::ModelShape& s,
                 100.0 * r.expert_slots / (static_cast<double>(s.n_expert) * s.n_moe_layers()));
     std::printf(", pinned layers: %zu\n", c.pin_layers.size());
   }
-  std::printf("policy   %s\n", r.policy.c_str());
+  std::printf("policy   %s", r.policy.c_str());
+  if (c.defer_experts > 0) {
+    std::printf(
+        ", expert deferral %d (%.2f experts per token deferred)", c.defer_experts,
+        r.decode.n_tokens ? static_cast<double>(r.decode.n_deferred) / r.decode.n_tokens : 0.0);
+  }
+  std::printf("\n");
   for (const auto* ph : {&r.prefill, &r.decode}) {
     const bool pre = ph == &r.prefill;
     const double per = ph->n_tokens ? 1.0 / ph->n_tokens : 0;
@@ -193,6 +205,12 @@ int cmd_plan(const Args& args) {
   sched::ReplayOptions opt;
   opt.expert_vram_gb = expert_gb;
   opt.pin_layers = c.pin_layers;
+  if (c.defer_experts >= shape.n_expert_used) {
+    throw UsageError("scheduler.defer_experts " + std::to_string(c.defer_experts) +
+                     " must be below the model's " + std::to_string(shape.n_expert_used) +
+                     " experts per token");
+  }
+  opt.defer_experts = c.defer_experts;
   const sched::CostModel cost = sched::CostModel::from_hardware(hw, shape);
   sched::SyntheticTraceConfig tc;
   tc.n_layer = shape.n_moe_layers();
@@ -207,6 +225,7 @@ int cmd_plan(const Args& args) {
                  {"workspace_gb", kWorkspaceGb},
                  {"experts_gb", expert_gb},
                  {"pin_layers", c.pin_layers}};
+    j["defer_experts"] = c.defer_experts;
     std::printf("%s\n", j.dump(2).c_str());
   } else {
     print_plan(res, shape, hw, c, budget, expert_gb);

@@ -54,6 +54,7 @@ ServeConfig parse_args(const Args& args, AcceleratorSetup& accel) {
   accel.gpu.hardware_profile = c.gpu.hardware_profile;
   validate_policy(c.scheduler.policy, "config scheduler.policy");
   accel.policy = c.scheduler.policy;
+  accel.defer_experts = c.scheduler.defer_experts;
   ArgReader r(args);
   while (!r.done()) {
     const std::string a = r.next();

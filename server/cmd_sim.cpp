@@ -40,6 +40,8 @@ constexpr const char* kHelp =
     "  --prefetch-accuracy P  next-layer prediction accuracy (default: the trace's, else 0.85)\n"
     "  --pin-layers L,L,...   MoE layers whose experts stay resident (tandem)\n"
     "  --eviction E           tandem cache: score | lru | lfu (default score)\n"
+    "  --defer-experts D      tandem: each token's D lowest-weight experts may finish while the\n"
+    "                         next layer's attention runs (expert deferral; default 0 = off)\n"
     "  --save-routing FILE    write the routing that was replayed (JSON lines)\n"
     "  --cost-model FILE      cost model to replay with (e.g. from tandem calibrate -o) instead\n"
     "                         of the one derived from the hardware profile\n";
@@ -99,6 +101,8 @@ SimArgs parse_args(const Args& args, bool* help) {
       a.replay.pin_layers = parse_int_list(opt, r.value(opt));
     else if (opt == "--eviction")
       a.replay.tandem_eviction = sched::parse_eviction(r.value(opt));
+    else if (opt == "--defer-experts")
+      a.replay.defer_experts = static_cast<int32_t>(r.int_value(opt, 0, 1024));
     else
       throw UsageError("unknown option '" + opt + "' (see tandem sim --help)");
   }
@@ -184,6 +188,11 @@ int cmd_sim(const Args& args) {
   const sched::HardwareSpec hw = sched::load_hardware_spec(a.hardware);
   const sched::ModelShape shape =
       a.model.empty() ? sched::named_shape(a.shape, a.type) : shape_from_gguf(a.model);
+  if (a.replay.defer_experts >= shape.n_expert_used) {
+    throw UsageError("--defer-experts " + std::to_string(a.replay.defer_experts) +
+                     " must be below the model's " + std::to_string(shape.n_expert_used) +
+                     " experts per token");
+  }
   const sched::CostModel cost = a.cost_model.empty() ? sched::CostModel::from_hardware(hw, shape)
                                                      : load_cost_model(a.cost_model);
   const double vram = a.expert_vram_gb >= 0 ? a.expert_vram_gb

@@ -140,6 +140,7 @@ void parse_gpu(const json& v, GpuSection& g) {
 void parse_scheduler(const json& v, SchedulerSection& c) {
   Section s(v, "scheduler.");
   s.str("policy", c.policy);
+  s.integer("defer_experts", c.defer_experts, 0, 1024);
   s.run(true);
 }
 

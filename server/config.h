@@ -43,6 +43,7 @@ struct GpuSection {
 
 struct SchedulerSection {
   std::string policy = "auto";
+  int32_t defer_experts = 0;  // expert deferral (0: off)
 };
 
 struct ServeConfig {

@@ -36,7 +36,7 @@ TEST(Config, ReadsEverySection) {
                "retry_after_s": 2, "shutdown_grace_s": 0.5, "log_requests": false},
     "context_size": 1024, "threads": 2, "kv_type": "f16",
     "gpu": {"device": 0, "memory_budget_gb": 12.5, "expert_cache_gb": 10, "hardware_profile": "h.json"},
-    "scheduler": {"policy": "cost", "prefetch": true}})");
+    "scheduler": {"policy": "cost", "prefetch": true, "defer_experts": 2}})");
   const ServeConfig c = parse_serve_config(j);
   EXPECT_EQ(c.model.path, "m.gguf");
   EXPECT_EQ(c.model.chat_template, "llama3");
@@ -54,6 +54,7 @@ TEST(Config, ReadsEverySection) {
   EXPECT_EQ(c.gpu.hardware_profile, "h.json");
   EXPECT_THROW(parse_serve_config(nlohmann::json::parse(R"({"gpu": {"expert_cache": "lru"}})")), ConfigError);
   EXPECT_EQ(c.scheduler.policy, "cost");
+  EXPECT_EQ(c.scheduler.defer_experts, 2);
 }
 
 TEST(Config, UnknownKeysAreRejectedByName) {
@@ -78,6 +79,8 @@ TEST(Config, WrongTypesAndRangesNameTheKey) {
   EXPECT_NE(error_of({{"gpu", {{"memory_budget_gb", "8"}}}}).find("'gpu.memory_budget_gb'"),
             std::string::npos);
   EXPECT_NE(error_of({{"scheduler", {{"policy", 1}}}}).find("'scheduler.policy'"),
+            std::string::npos);
+  EXPECT_NE(error_of({{"scheduler", {{"defer_experts", -1}}}}).find("'scheduler.defer_experts'"),
             std::string::npos);
   EXPECT_NE(error_of(json::array()).find("must be an object"), std::string::npos);
 }

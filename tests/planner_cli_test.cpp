@@ -135,7 +135,29 @@ TEST_F(PlannerCli, SimRejectsBadArguments) {
   EXPECT_NE(r.err.find("exceeds the"), std::string::npos) << r.err;
   r = tandem(std::string("sim ") + kHw + " --shape qwen3-30b-a3b --policy best");
   EXPECT_NE(r.err.find("unknown policy 'best'"), std::string::npos) << r.err;
+  r = tandem(std::string("sim ") + kHw + " --shape qwen3-30b-a3b --defer-experts 8");
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.err.find("--defer-experts 8 must be below the model's 8"), std::string::npos)
+      << r.err;
   EXPECT_EQ(tandem("sim --help").rc, 0);
+}
+
+// Expert deferral in the sim: tandem defers and decodes faster; the baselines are unchanged.
+TEST_F(PlannerCli, SimDeferralSpeedsUpTandemOnly) {
+  const std::string base = std::string("sim ") + kHw +
+                           " --shape qwen3-30b-a3b --expert-vram-gb 8 --decode-tokens 8 -o json";
+  const auto off = nlohmann::json::parse(tandem(base).out)["policies"];
+  const auto on = nlohmann::json::parse(tandem(base + " --defer-experts 2").out)["policies"];
+  ASSERT_EQ(off.size(), on.size());
+  for (size_t i = 0; i < off.size(); ++i) {
+    if (off[i]["policy"] == "tandem") {
+      EXPECT_GT(on[i]["decode_tokens_per_s"].get<double>(),
+                off[i]["decode_tokens_per_s"].get<double>());
+      EXPECT_GT(on[i]["decode"]["deferred_experts"].get<int>(), 0);
+    } else {
+      EXPECT_EQ(on[i]["decode_tokens_per_s"], off[i]["decode_tokens_per_s"]) << off[i]["policy"];
+    }
+  }
 }
 
 TEST_F(PlannerCli, PlanPrintsVramAndRefusesOversizedBudgets) {
@@ -149,6 +171,12 @@ TEST_F(PlannerCli, PlanPrintsVramAndRefusesOversizedBudgets) {
   r = tandem("plan -c " + ok + " --shape qwen3-235b-a22b -o json");
   ASSERT_EQ(r.rc, 0) << r.err;
   EXPECT_EQ(nlohmann::json::parse(r.out)["policy"], "tandem");
+  const std::string deferring = write("defer.json", R"({"gpu": {"device": "sim",
+      "memory_budget_gb": 24, "hardware_profile": "configs/hardware/rtx4090-ddr5-desktop.json"},
+      "scheduler": {"defer_experts": 2}})");
+  r = tandem("plan -c " + deferring + " --shape qwen3-235b-a22b");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("expert deferral 2"), std::string::npos) << r.out;
   const std::string big = write("big.json", R"({"gpu": {"device": "sim", "memory_budget_gb": 30,
       "hardware_profile": "configs/hardware/rtx4090-ddr5-desktop.json"}})");
   r = tandem("plan -c " + big + " --shape qwen3-235b-a22b");

@@ -57,6 +57,18 @@ TEST_F(RunCli, GeneratesTextAndReportsSpeed) {
   EXPECT_NE(err.find("tokens/s"), std::string::npos) << err;
 }
 
+// Deferral is an approximation: the run still generates, with different logits.
+TEST_F(RunCli, ExpertDeferralChangesLogitsButRuns) {
+  std::string out, err;
+  const std::string plain = path("plain.json"), deferred = path("deferred.json");
+  const std::string base = "-m " + path("tiny.gguf") + " --prompt-tokens 12,7,99 -n 3 --temp 0 ";
+  ASSERT_EQ(run(base + "--dump-logits " + plain, &out, &err), 0) << err;
+  ASSERT_EQ(run(base + "--defer-experts 1 --dump-logits " + deferred, &out, &err), 0) << err;
+  std::ifstream a(plain), b(deferred);
+  const auto ja = nlohmann::json::parse(a), jb = nlohmann::json::parse(b);
+  EXPECT_NE(ja["cases"][0]["prompt_logits"], jb["cases"][0]["prompt_logits"]);
+}
+
 TEST_F(RunCli, DumpsLogitsInTheReferenceLayout) {
   std::string out, err;
   const std::string dump = path("dump.json");
@@ -160,6 +172,9 @@ TEST_F(RunCli, BadInputGetsAClearError) {
   EXPECT_NE(err.find("no model given"), std::string::npos) << err;
   EXPECT_EQ(run("-m " + path("tiny.gguf") + " -p hi --gpu tpu", &out, &err), 2);
   EXPECT_NE(err.find("'tpu'"), std::string::npos) << err;
+  EXPECT_NE(run("-m " + path("tiny.gguf") + " -p hi --defer-experts 64", &out, &err), 0);
+  EXPECT_NE(err.find("--defer-experts"), std::string::npos) << err;
+  EXPECT_NE(err.find("experts per token"), std::string::npos) << err;
   EXPECT_NE(run("-m " + path("missing.gguf") + " -p hi", &out, &err), 0);
   EXPECT_NE(err.find("missing.gguf"), std::string::npos) << err;
   EXPECT_NE(run("-m " + path("tiny.gguf") + " -p hi -n 5000 -c 64", &out, &err), 0);

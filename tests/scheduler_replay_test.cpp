@@ -49,6 +49,30 @@ TEST(Replay, EveryPolicyRunsAndAccountsConsistently) {
   EXPECT_GT(r["tandem"].n_prefetched, 0);
 }
 
+// Deferral moves some CPU experts past the next layer's attention: tandem defers (and decodes
+// no slower, since the CPU otherwise idles during attention), the baselines ignore it, and the
+// phase time still covers every device's work.
+TEST(Replay, ExpertDeferralOverlapsNextAttention) {
+  const ModelShape shape = named_shape("qwen3-30b-a3b", "q4_k");
+  const CostModel cost = CostModel::from_hardware(desktop(), shape);
+  const RoutingTrace trace = small_trace(shape);
+  ReplayOptions opt;
+  opt.expert_vram_gb = 4;
+  const ReplayResult plain = replay(shape, cost, trace, "tandem", opt);
+  EXPECT_EQ(plain.decode.n_deferred, 0);
+  opt.defer_experts = 2;
+  const ReplayResult deferred = replay(shape, cost, trace, "tandem", opt);
+  EXPECT_GT(deferred.decode.n_deferred, 0);
+  EXPECT_EQ(deferred.decode.n_lookups, plain.decode.n_lookups);
+  EXPECT_GT(deferred.decode.tokens_per_s, plain.decode.tokens_per_s);
+  EXPECT_LE(deferred.decode.busy.cpu_us, deferred.decode.time_us * (1 + 1e-9));
+  const ReplayResult hybrimoe = replay(shape, cost, trace, "hybrimoe", opt);
+  EXPECT_EQ(hybrimoe.decode.n_deferred, 0);
+  // Deferring (almost) every expert leaves the GPU's and the copies' share, never a crash.
+  opt.defer_experts = shape.n_expert_used - 1;
+  EXPECT_GT(replay(shape, cost, trace, "tandem", opt).decode.tokens_per_s, 0);
+}
+
 TEST(Replay, ZeroBudgetAndCpuOnlyHardware) {
   const ModelShape shape = named_shape("mixtral-8x7b", "q8_0");
   HardwareSpec hw = desktop();
