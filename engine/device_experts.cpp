@@ -66,6 +66,15 @@ Event DeviceExpertSlots::load(int32_t slot, int32_t layer, int32_t expert) {
   return accelerator_.record(Stream::Copy);
 }
 
+void DeviceExpertSlots::forget(int32_t slot) {
+  Slot& s = slots_.at(slot);
+  if (s.layer >= 0) {
+    int32_t& index = slot_index_[static_cast<size_t>(s.layer) * model_.spec().n_expert + s.expert];
+    if (index == slot) index = -1;
+  }
+  s.layer = s.expert = -1;
+}
+
 DeviceExpert DeviceExpertSlots::device_expert(int32_t slot) const {
   const Slot& s = slots_.at(slot);
   const LayerWeights& w = model_.layers()[s.layer];

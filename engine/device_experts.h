@@ -28,6 +28,8 @@ class DeviceExpertSlots {
   // Queues the copy of (layer, expert) into `slot` on the copy stream, replacing its occupant.
   // Returns the event after which the slot's weights are usable.
   Event load(int32_t slot, int32_t layer, int32_t expert);
+  // Marks `slot` as holding nothing (its expert is no longer found there); no copy.
+  void forget(int32_t slot);
   // The matrices of the expert in `slot`.
   DeviceExpert device_expert(int32_t slot) const;
   // Fills every slot in expert-id-major order over layers ((e0,l0), (e0,l1), ... (e1,l0) ...),

@@ -45,6 +45,8 @@ struct Engine::State {
   std::vector<int32_t> seq_len;  // cached positions per sequence
   // Activations of the current batch ([n_tokens][width]).
   std::vector<float> x, xn, q, k, v, attn, proj, ffn_out;
+  std::vector<float> xn_next;    // [n_tokens][n_embd] the next layer's router input, predicted
+  Routing predicted;             // the next layer's routing as predicted from this layer
   std::vector<float> deferred;   // [n_tokens][n_embd] expert outputs awaiting the next layer
   std::vector<float> logits_in;  // [n_out][n_embd]
   MoeScratch moe;
@@ -66,6 +68,7 @@ struct Engine::State {
     grow(proj, n * s.n_embd);
     grow(ffn_out, n * s.n_embd);
     grow(deferred, n * s.n_embd);
+    grow(xn_next, n * s.n_embd);
     grow(moe.slot_out, n * s.n_expert_used * s.n_embd);
   }
 };
@@ -199,6 +202,18 @@ void Engine::forward(std::span<const BatchEntry> batch, std::vector<float>& logi
     }
     compute_routing(s, w, st.xn.data(), static_cast<int32_t>(n), st.moe, arena, st.routing);
     if (options_.routing_observer) options_.routing_observer(il, batch, st.routing);
+    if (il + 1 < s.n_layer && st.experts->wants_prediction()) {
+      // The next layer's router on this layer's post-attention state: its likely experts,
+      // known early enough to copy them while this layer's experts run.
+      const LayerWeights& next = model_.layers()[il + 1];
+      for (int64_t t = 0; t < n; ++t) {
+        rms_norm(st.x.data() + t * s.n_embd, f32(next.ffn_norm), s.n_embd, s.rms_eps,
+                 st.xn_next.data() + t * s.n_embd);
+      }
+      compute_routing(s, next, st.xn_next.data(), static_cast<int32_t>(n), st.moe, arena,
+                      st.predicted);
+      st.experts->predict(il + 1, st.predicted);
+    }
     group_by_expert(st.routing, s.n_expert, st.moe.groups);
     st.experts->run_layer(il, st.routing, st.moe.groups, st.xn.data(), st.moe, arena);
     if (options_.defer_experts > 0 && il + 1 < s.n_layer) {

@@ -25,6 +25,11 @@ struct ExpertRunStats {
   uint64_t cache_hits = 0;      // accelerator experts that were already resident
   uint64_t copied_experts = 0;  // experts copied to the accelerator (cache admissions, staging)
   uint64_t copied_bytes = 0;
+  // Prefetch of the next layer's experts (policies that prefetch, with an accelerator).
+  uint64_t prefetched_experts = 0;  // copies issued for a predicted expert
+  uint64_t prefetch_hits = 0;       // prefetched experts the layer then ran on the accelerator
+  uint64_t predicted_experts = 0;   // activated experts of layers that had a prediction
+  uint64_t predicted_correct = 0;   // of those, named by the prediction
 };
 
 class ExpertExecutor {
@@ -34,6 +39,11 @@ class ExpertExecutor {
   virtual void run_layer(int32_t il, const Routing& routing,
                          const std::vector<ExpertTokens>& groups, const float* xn,
                          MoeScratch& scratch, CpuArena* arena) = 0;
+  // Whether run_layer uses predictions of the next layer's experts (see predict).
+  virtual bool wants_prediction() const { return false; }
+  // Layer `il`'s routing as predicted from the hidden state before layer il - 1's experts;
+  // given before run_layer(il - 1), whose copies it may then extend with prefetches.
+  virtual void predict(int32_t /*il*/, const Routing& /*predicted*/) {}
   const ExpertRunStats& stats() const { return stats_; }
 
  protected:

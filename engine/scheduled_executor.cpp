@@ -92,7 +92,39 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
       cache_->fill(l, experts);
     }
     for (int32_t i = slot; i < n_slots; ++i) staging_.push_back(i);
+    // Prefetching policies keep two small sets of staging slots for the next layer's predicted
+    // experts, one per layer parity, so a prefetch never overwrites a slot the current layer's
+    // compute still reads.
+    const int32_t n_prefetch = policy_.prefetch
+                                   ? std::min<int32_t>((s.n_expert_used + 1) / 2,
+                                                       static_cast<int32_t>(staging_.size()) / 3)
+                                   : 0;
+    for (int parity = 0; parity < 2; ++parity) {
+      for (int32_t i = 0; i < n_prefetch; ++i) {
+        prefetch_slots_[parity].push_back(staging_.back());
+        staging_.pop_back();
+      }
+    }
+    prefetched_.resize(s.n_layer);
+    predicted_.resize(s.n_layer);
     acc_.synchronize(Stream::Copy);
+  }
+
+  bool wants_prediction() const override { return !prefetch_slots_[0].empty(); }
+
+  void predict(int32_t il, const Routing& predicted) override {
+    // The layer's predicted experts, most gate weight first.
+    std::vector<float> weight(static_cast<size_t>(model_.spec().n_expert), 0.0f);
+    for (size_t i = 0; i < predicted.expert.size(); ++i) {
+      weight[predicted.expert[i]] += predicted.weight[i];
+    }
+    std::vector<int32_t>& p = predicted_[il];
+    p.clear();
+    for (int32_t e = 0; e < static_cast<int32_t>(weight.size()); ++e) {
+      if (weight[e] > 0) p.push_back(e);
+    }
+    std::stable_sort(p.begin(), p.end(),
+                     [&](int32_t a, int32_t b) { return weight[a] > weight[b]; });
   }
 
   void run_layer(int32_t il, const Routing& routing, const std::vector<ExpertTokens>& groups,
@@ -110,8 +142,14 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
         job.gate_sum += routing.weight[static_cast<size_t>(g.token[i]) * routing.k + g.slot[i]];
       }
       gate_sum_[g.expert] = job.gate_sum;
-      job.residency =
-          cache_->resident(il, g.expert) ? sched::Residency::Resident : sched::Residency::Absent;
+      job.residency = cache_->resident(il, g.expert) || prefetched(il, g.expert)
+                          ? sched::Residency::Resident
+                          : sched::Residency::Absent;
+      if (!predicted_[il].empty()) {
+        ++stats_.predicted_experts;
+        stats_.predicted_correct +=
+            std::count(predicted_[il].begin(), predicted_[il].end(), g.expert) > 0;
+      }
       job.cpu_us = cost_.expert_us(sched::Device::Cpu, expert_type_, job.n_tokens);
       job.gpu_us = cost_.expert_us(sched::Device::Gpu, expert_type_, job.n_tokens);
       job.copy_us = cost_.expert_copy_us();
@@ -125,19 +163,28 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
 
     cpu_groups_.clear();
     gpu_.clear();
+    from_prefetch_.clear();
     // Cached experts first, so a copy never evicts an expert this layer still computes.
     for (size_t j = 0; j < active_.size(); ++j) {
       const ExpertTokens* g = active_[j];
-      if (plan.placement[j] == sched::Placement::GpuCached && cache_->resident(il, g->expert)) {
+      if (plan.placement[j] != sched::Placement::GpuCached) continue;
+      if (cache_->resident(il, g->expert)) {
         gpu_.push_back({g, slots_.slot_of(il, g->expert)});
         ++stats_.cache_hits;
+      } else if (const Prefetch* p = prefetched(il, g->expert)) {
+        from_prefetch_.push_back({g, p->slot, true, p->ready});
+        ++stats_.prefetch_hits;
       }
     }
+    const size_t n_cached = gpu_.size();
     size_t next_staging = 0;
     for (size_t j = 0; j < active_.size(); ++j) {
       const ExpertTokens* g = active_[j];
       const sched::Placement p = plan.placement[j];
-      if (p == sched::Placement::GpuCached && cache_->resident(il, g->expert)) continue;
+      if (p == sched::Placement::GpuCached &&
+          (cache_->resident(il, g->expert) || prefetched(il, g->expert))) {
+        continue;
+      }
       if (p == sched::Placement::CopyThenGpu) {
         const int32_t slot = slot_for_copy(il, g->expert, &next_staging);
         if (slot >= 0) {
@@ -154,6 +201,10 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
       ++stats_.copied_experts;
       stats_.copied_bytes += slots_.slot_bytes();
     }
+    // Prefetched experts run after the cached ones and before this layer's copies.
+    gpu_.insert(gpu_.begin() + static_cast<std::ptrdiff_t>(n_cached), from_prefetch_.begin(),
+                from_prefetch_.end());
+    if (il + 1 < model_.spec().n_layer) issue_prefetches(il + 1);
     if (!gpu_.empty()) runner_.enqueue(gpu_, xn);
     if (!cpu_groups_.empty()) {
       char label[48];
@@ -173,9 +224,58 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
       }
     }
     cache_->record_step(il, gate_sum_);
+    admit_prefetched(il);
   }
 
  private:
+  struct Prefetch {
+    int32_t expert;
+    int32_t slot;
+    Event ready;
+  };
+
+  const Prefetch* prefetched(int32_t il, int32_t expert) const {
+    for (const Prefetch& p : prefetched_[il]) {
+      if (p.expert == expert) return &p;
+    }
+    return nullptr;
+  }
+
+  // Copies layer il's predicted experts that are not cached into its parity's prefetch slots,
+  // after this layer's own copies on the copy stream.
+  void issue_prefetches(int32_t il) {
+    std::vector<int32_t>& slots = prefetch_slots_[il % 2];
+    prefetched_[il].clear();
+    size_t next = 0;
+    for (int32_t e : predicted_[il]) {
+      if (next == slots.size()) break;
+      if (cache_->resident(il, e)) continue;
+      const int32_t slot = slots[next++];
+      prefetched_[il].push_back({e, slot, slots_.load(slot, il, e)});
+      ++stats_.prefetched_experts;
+      ++stats_.copied_experts;
+      stats_.copied_bytes += slots_.slot_bytes();
+    }
+  }
+
+  // A prefetched expert the layer used may stay: when the cache admits it, its slot joins the
+  // cache and the evicted expert's slot takes its place among the prefetch slots.
+  void admit_prefetched(int32_t il) {
+    std::vector<int32_t>& slots = prefetch_slots_[il % 2];
+    for (const Prefetch& p : prefetched_[il]) {
+      if (gate_sum_[p.expert] <= 0) continue;
+      int32_t victim = -1;
+      if (!cache_->should_admit(il, p.expert, &victim) || victim < 0) continue;
+      const int32_t victim_slot = slots_.slot_of(il, victim);
+      if (victim_slot < 0) continue;
+      cache_->admit(il, p.expert, victim);
+      slots_.forget(victim_slot);
+      std::replace(slots.begin(), slots.end(), p.slot, victim_slot);
+    }
+    prefetched_[il].clear();
+    predicted_[il].clear();
+  }
+
   // A slot for an expert copied this step: the cache's, when the policy admits it (evicting
   // its victim), else a staging slot not yet used in this layer; -1 when none is left.
   int32_t slot_for_copy(int32_t il, int32_t expert, size_t* next_staging) {
@@ -204,10 +304,13 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
   sched::PolicySpec policy_;
   std::string expert_type_;
   std::unique_ptr<sched::ExpertCache> cache_;
-  std::vector<int32_t> staging_;
+  std::vector<int32_t> staging_;                   // slots for this layer's on-demand copies
+  std::vector<int32_t> prefetch_slots_[2];         // slots for the next layer's, by layer parity
+  std::vector<std::vector<Prefetch>> prefetched_;  // per layer: copies issued for it
+  std::vector<std::vector<int32_t>> predicted_;    // per layer: predicted experts, best first
   sched::LayerSituation situation_;
   std::vector<const ExpertTokens*> active_, cpu_groups_;
-  std::vector<DeviceExpertRunner::Job> gpu_;
+  std::vector<DeviceExpertRunner::Job> gpu_, from_prefetch_;
   std::vector<float> gate_sum_;
 };
 

@@ -200,6 +200,14 @@ int cmd_bench(const Args& args) {
                   runs > 0 ? 100.0 * static_cast<double>(st.cache_hits) / runs : 0.0,
                   static_cast<unsigned long long>(st.copied_experts),
                   static_cast<double>(st.copied_bytes) / 1e6);
+      if (st.predicted_experts > 0) {
+        std::printf("prefetch: %llu experts copied ahead, %llu of them used; the next layer's "
+                    "prediction named %.1f%% of its activated experts\n",
+                    static_cast<unsigned long long>(st.prefetched_experts),
+                    static_cast<unsigned long long>(st.prefetch_hits),
+                    100.0 * static_cast<double>(st.predicted_correct) /
+                        static_cast<double>(st.predicted_experts));
+      }
     }
   }
   o.accel.finish();

@@ -90,6 +90,17 @@ std::string render_metrics(const BatcherMetrics& m, const HttpCounters& http, bo
          static_cast<double>(m.experts.copied_experts));
   metric(out, "tandem_expert_copied_bytes_total", "counter", "bytes of expert weights copied",
          static_cast<double>(m.experts.copied_bytes));
+  metric(out, "tandem_expert_prefetches_total", "counter",
+         "experts copied ahead for the next layer's predicted routing",
+         static_cast<double>(m.experts.prefetched_experts));
+  metric(out, "tandem_expert_prefetch_hits_total", "counter",
+         "prefetched experts that then ran on the accelerator",
+         static_cast<double>(m.experts.prefetch_hits));
+  metric(out, "tandem_expert_prediction_accuracy", "gauge",
+         "share of activated experts that the previous layer's prediction named",
+         m.experts.predicted_experts > 0 ? static_cast<double>(m.experts.predicted_correct) /
+                                               static_cast<double>(m.experts.predicted_experts)
+                                         : 0.0);
   return out;
 }
 

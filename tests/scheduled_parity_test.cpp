@@ -70,14 +70,23 @@ TEST_P(ScheduledParity, EveryPolicyEqualsCpuOnly) {
         test::expect_same_logit_case(a, b, 1e-4f);
       }
       const ExpertRunStats& st = sim.expert_stats();
+      const auto u = [](uint64_t v) { return static_cast<unsigned long long>(v); };
       std::printf(
-          "[ scheduled ] %s %s cached %.0f%%: gpu %llu (hits %llu, copied %llu), cpu %llu\n",
-          pc.model.c_str(), pc.policy.c_str(), 100 * pc.cached_fraction,
-          static_cast<unsigned long long>(st.gpu_experts),
-          static_cast<unsigned long long>(st.cache_hits),
-          static_cast<unsigned long long>(st.copied_experts),
-          static_cast<unsigned long long>(st.cpu_experts));
-      EXPECT_EQ(st.gpu_experts, st.cache_hits + st.copied_experts);
+          "[ scheduled ] %s %s cached %.0f%%: gpu %llu (hits %llu, copied %llu, prefetched "
+          "%llu of which used %llu), cpu %llu; prediction named %llu of %llu experts\n",
+          pc.model.c_str(), pc.policy.c_str(), 100 * pc.cached_fraction, u(st.gpu_experts),
+          u(st.cache_hits), u(st.copied_experts), u(st.prefetched_experts), u(st.prefetch_hits),
+          u(st.cpu_experts), u(st.predicted_correct), u(st.predicted_experts));
+      // Every accelerator run is a cache hit, a used prefetch or an on-demand copy.
+      EXPECT_EQ(st.gpu_experts,
+                st.cache_hits + st.prefetch_hits + st.copied_experts - st.prefetched_experts);
+      EXPECT_LE(st.prefetch_hits, st.prefetched_experts);
+      EXPECT_LE(st.predicted_correct, st.predicted_experts);
+      const bool prefetches = pc.policy == "hybrimoe" || pc.policy == "tandem";
+      EXPECT_EQ(st.predicted_experts > 0, prefetches) << "only prefetching policies predict";
+      if (prefetches && pc.cached_fraction < 1.0) {
+        EXPECT_GT(st.prefetched_experts, 0u);
+      }
       EXPECT_EQ(st.copied_bytes, st.copied_experts * slot);
       if (pc.policy == "cpu-experts") {
         // No cache: only the whole-layer offload of prompts of 32+ tokens reaches the device.
