@@ -30,6 +30,9 @@ struct ExpertRunStats {
   uint64_t prefetch_hits = 0;       // prefetched experts the layer then ran on the accelerator
   uint64_t predicted_experts = 0;   // activated experts of layers that had a prediction
   uint64_t predicted_correct = 0;   // of those, named by the prediction
+  // The scheduler's cost model against measured CPU expert times (scheduled policies).
+  uint64_t cost_observations = 0;  // CPU expert runs timed and fed back (online refit)
+  double cpu_cost_error = 0.0;     // moving average of |predicted - measured| / measured
 };
 
 class ExpertExecutor {

@@ -4,6 +4,7 @@
 // and evicts on the policy's rule; copies run on the copy stream and the compute stream waits
 // for them, while the CPU experts run at the same time.
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -210,11 +211,14 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
       char label[48];
       std::snprintf(label, sizeof label, "L%d %zu experts", il, cpu_groups_.size());
       ScopedSpan span(trace_, label, "moe", "cpu experts");
+      const auto t0 = std::chrono::steady_clock::now();
       run_experts(s, model_.layers()[il], cpu_groups_, routing, xn, scratch, arena);
+      const std::chrono::duration<double, std::micro> took = std::chrono::steady_clock::now() - t0;
       for (const ExpertTokens* g : cpu_groups_) {
         ++stats_.cpu_experts;
         stats_.cpu_tokens += g->token.size();
       }
+      observe_cpu(took.count());
     }
     if (!gpu_.empty()) {
       runner_.finish(gpu_, routing, scratch.slot_out.data());
@@ -233,6 +237,23 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
     int32_t slot;
     Event ready;
   };
+
+  // The CPU ran its experts as one batch: each gets the measured time in proportion to its
+  // prediction, so the cost model learns this machine's level and refits its curve.
+  void observe_cpu(double measured_us) {
+    double predicted = 0;
+    for (const ExpertTokens* g : cpu_groups_) {
+      predicted += cost_.expert_us(sched::Device::Cpu, expert_type_, g->token.size());
+    }
+    if (!(predicted > 0) || !(measured_us > 0)) return;
+    for (const ExpertTokens* g : cpu_groups_) {
+      const double n = static_cast<double>(g->token.size());
+      cost_.observe(sched::Device::Cpu, n,
+                    measured_us * cost_.expert_us(sched::Device::Cpu, expert_type_, n) / predicted);
+      ++stats_.cost_observations;
+    }
+    stats_.cpu_cost_error = cost_.prediction_error(sched::Device::Cpu);
+  }
 
   const Prefetch* prefetched(int32_t il, int32_t expert) const {
     for (const Prefetch& p : prefetched_[il]) {

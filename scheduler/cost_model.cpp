@@ -263,15 +263,34 @@ void CostModel::fit_copy(const std::vector<Sample>& samples) {
   copy_samples_ = samples;
 }
 
+namespace {
+
+int token_bucket(double n_tokens) {
+  return static_cast<int>(std::lround(std::log2(std::max(1.0, n_tokens))));
+}
+
+}  // namespace
+
 void CostModel::observe(Device d, double n_tokens, double measured_us) {
   if (!(measured_us > 0.0)) return;  // a zero-length observation carries no information
   CurveState& s = state(d, weight_type_);
+  if (s.n_observed == 0 && s.samples.empty()) {
+    for (double n = 1; n <= 512; n *= 2) s.prior.push_back({n, s.curve.predict(n)});
+  }
   update_error(s.error, s.n_observed, s.curve.predict(n_tokens), measured_us);
   ++s.n_observed;
+  const int bucket = token_bucket(n_tokens);
+  const auto in_bucket = [bucket](const Sample& x) { return token_bucket(x.x) == bucket; };
+  std::erase_if(s.prior, in_bucket);  // observed now: the prior no longer speaks for it
+  if (static_cast<size_t>(std::count_if(s.samples.begin(), s.samples.end(), in_bucket)) >=
+      kMaxPerBucket) {
+    s.samples.erase(std::find_if(s.samples.begin(), s.samples.end(), in_bucket));
+  }
   s.samples.push_back({n_tokens, measured_us});
-  if (s.samples.size() > kMaxSamples) s.samples.erase(s.samples.begin());
-  if (s.n_observed % kRefitEvery == 0 && s.samples.size() >= 2) {
-    s.curve = ExpertCurve::fit(s.samples);
+  if (s.n_observed % kRefitEvery == 0) {
+    std::vector<Sample> all = s.prior;
+    all.insert(all.end(), s.samples.begin(), s.samples.end());
+    if (all.size() >= 2) s.curve = ExpertCurve::fit(all);
   }
 }
 

@@ -84,7 +84,10 @@ class CostModel {
   void fit(Device d, const std::string& type, const std::vector<Sample>& samples);
   void fit_copy(const std::vector<Sample>& samples);
   // Records an observed time: updates the EWMA of relative prediction error and refits the
-  // curve from its recent samples every `refit_every` observations.
+  // curve from its recent samples every `kRefitEvery` observations. Samples are kept per
+  // token-count bucket (powers of two, the newest kMaxPerBucket each), so a long run of
+  // one-token decode steps cannot push out what prompts taught about many tokens; buckets
+  // never observed keep the curve's earlier shape (its value at 1, 2, 4, ... 512 tokens).
   void observe(Device d, double n_tokens, double measured_us);
   void observe_copy(double bytes, double measured_us);
   // EWMA of |predicted - observed| / observed; 0 before any observation.
@@ -97,13 +100,15 @@ class CostModel {
   static CostModel from_json(const nlohmann::json& j);
 
   static constexpr int kRefitEvery = 32;
-  static constexpr size_t kMaxSamples = 512;
+  static constexpr size_t kMaxSamples = 512;   // samples kept by fit()
+  static constexpr size_t kMaxPerBucket = 64;  // samples kept per token bucket by observe()
   static constexpr double kErrorAlpha = 0.05;
 
  private:
   struct CurveState {
     ExpertCurve curve;
     std::vector<Sample> samples;
+    std::vector<Sample> prior;  // the curve before the first observation, one per bucket
     double error = 0.0;
     int64_t n_observed = 0;
   };

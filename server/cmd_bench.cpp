@@ -200,6 +200,12 @@ int cmd_bench(const Args& args) {
                   runs > 0 ? 100.0 * static_cast<double>(st.cache_hits) / runs : 0.0,
                   static_cast<unsigned long long>(st.copied_experts),
                   static_cast<double>(st.copied_bytes) / 1e6);
+      if (st.cost_observations > 0) {
+        std::printf("cost model: CPU expert times predicted within %.1f%% (moving average of the "
+                    "relative error; %llu runs observed, curve refit online)\n",
+                    100.0 * st.cpu_cost_error,
+                    static_cast<unsigned long long>(st.cost_observations));
+      }
       if (st.predicted_experts > 0) {
         std::printf("prefetch: %llu experts copied ahead, %llu of them used; the next layer's "
                     "prediction named %.1f%% of its activated experts\n",

@@ -96,6 +96,12 @@ std::string render_metrics(const BatcherMetrics& m, const HttpCounters& http, bo
   metric(out, "tandem_expert_prefetch_hits_total", "counter",
          "prefetched experts that then ran on the accelerator",
          static_cast<double>(m.experts.prefetch_hits));
+  metric(out, "tandem_cost_model_cpu_error_ratio", "gauge",
+         "moving average of |predicted - measured| / measured CPU expert time (scheduler)",
+         m.experts.cpu_cost_error);
+  metric(out, "tandem_cost_model_observations_total", "counter",
+         "CPU expert runs timed and fed back to the cost model",
+         static_cast<double>(m.experts.cost_observations));
   metric(out, "tandem_expert_prediction_accuracy", "gauge",
          "share of activated experts that the previous layer's prediction named",
          m.experts.predicted_experts > 0 ? static_cast<double>(m.experts.predicted_correct) /

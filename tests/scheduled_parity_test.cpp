@@ -82,6 +82,11 @@ TEST_P(ScheduledParity, EveryPolicyEqualsCpuOnly) {
                 st.cache_hits + st.prefetch_hits + st.copied_experts - st.prefetched_experts);
       EXPECT_LE(st.prefetch_hits, st.prefetched_experts);
       EXPECT_LE(st.predicted_correct, st.predicted_experts);
+      // Every CPU expert of a scheduled layer is timed and fed back to the cost model.
+      EXPECT_EQ(st.cost_observations, st.cpu_experts);
+      if (st.cpu_experts > 0) {
+        EXPECT_GT(st.cpu_cost_error, 0.0);
+      }
       const bool prefetches = pc.policy == "hybrimoe" || pc.policy == "tandem";
       EXPECT_EQ(st.predicted_experts > 0, prefetches) << "only prefetching policies predict";
       if (prefetches && pc.cached_fraction < 1.0) {

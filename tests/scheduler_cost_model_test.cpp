@@ -81,6 +81,18 @@ TEST(CostModel, OnlineRefitConvergesAndReportsError) {
   }
 }
 
+// Decode observes one token at a time; thousands of those must not erase what the curve
+// says about many tokens (the prompt's experts), only correct the one-token level.
+TEST(CostModel, OneTokenObservationsKeepTheManyTokenShape) {
+  CostModel m = CostModel::from_hardware(test_hardware(), named_shape("qwen3-30b-a3b", "q4_k"));
+  const double at128 = m.expert_us(Device::Cpu, 128);
+  const double one = 1.3 * m.expert_us(Device::Cpu, 1);
+  for (int i = 0; i < 2000; ++i) m.observe(Device::Cpu, 1, one);
+  EXPECT_NEAR(m.expert_us(Device::Cpu, 1) / one, 1.0, 0.05);
+  EXPECT_NEAR(m.expert_us(Device::Cpu, 128) / at128, 1.0, 0.25);
+  EXPECT_LT(m.prediction_error(Device::Cpu), 0.05);
+}
+
 TEST(CostModel, ProfileJsonRoundTrip) {
   const CostModel m =
       CostModel::from_hardware(test_hardware(), named_shape("mixtral-8x7b", "q4_k"));
