@@ -241,15 +241,17 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
   // The CPU ran its experts as one batch: each gets the measured time in proportion to its
   // prediction, so the cost model learns this machine's level and refits its curve.
   void observe_cpu(double measured_us) {
+    // Shares first: an observation may refit the curve the later shares would be read from.
     double predicted = 0;
+    cpu_shares_.clear();
     for (const ExpertTokens* g : cpu_groups_) {
-      predicted += cost_.expert_us(sched::Device::Cpu, expert_type_, g->token.size());
+      cpu_shares_.push_back(cost_.expert_us(sched::Device::Cpu, expert_type_, g->token.size()));
+      predicted += cpu_shares_.back();
     }
     if (!(predicted > 0) || !(measured_us > 0)) return;
-    for (const ExpertTokens* g : cpu_groups_) {
-      const double n = static_cast<double>(g->token.size());
-      cost_.observe(sched::Device::Cpu, n,
-                    measured_us * cost_.expert_us(sched::Device::Cpu, expert_type_, n) / predicted);
+    for (size_t i = 0; i < cpu_groups_.size(); ++i) {
+      cost_.observe(sched::Device::Cpu, static_cast<double>(cpu_groups_[i]->token.size()),
+                    measured_us * cpu_shares_[i] / predicted);
       ++stats_.cost_observations;
     }
     stats_.cpu_cost_error = cost_.prediction_error(sched::Device::Cpu);
@@ -333,6 +335,7 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
   std::vector<const ExpertTokens*> active_, cpu_groups_;
   std::vector<DeviceExpertRunner::Job> gpu_, from_prefetch_;
   std::vector<float> gate_sum_;
+  std::vector<double> cpu_shares_;  // observe_cpu's predicted time per CPU expert
 };
 
 }  // namespace
