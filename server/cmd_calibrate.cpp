@@ -29,13 +29,16 @@ constexpr const char* kHelp =
     "  Times one routed expert's FFN on this CPU (the engine's kernels, all threads) for\n"
     "  several token counts, builds the scheduler's CPU expert curve per weight type from one\n"
     "  set of runs (piecewise-linear through their medians), and prints its error against a\n"
-    "  second, independent set at the check token counts.\n"
+    "  second set of runs at the check token counts (both sets timed in the same\n"
+    "  round-robin rounds, so a slow spell of the machine hits every count alike).\n"
     "  --shape NAME        expert shape: qwen3-30b-a3b | qwen3-235b-a22b | mixtral-8x7b |\n"
     "                      deepseek-v3 (default qwen3-30b-a3b)\n"
     "  --types LIST        weight types, comma-separated (default q8_0,q4_k)\n"
     "  -t, --threads N     CPU threads (default: physical cores)\n"
-    "  --fit-tokens LIST   token counts of the fitting runs (default 1,3,6,12,16,24,48,96,160;\n"
-    "                      the check counts fall between them, so the check tests the curve)\n"
+    "  --fit-tokens LIST   token counts of the fitting runs (default\n"
+    "                      1,2,4,5,8,9,12,13,16,24,48,96,160: both ends of each 4-token tile\n"
+    "                      of the row kernels, whose cost steps at every new tile, then sparse;\n"
+    "                      so check counts 1-8 repeat fitting counts, 32 and 128 fall between)\n"
     "  --check-tokens LIST token counts of the check runs (default 1,2,4,8,32,128)\n"
     "  --reps N            timed runs per token count, median kept (default 31)\n"
     "  --experts N         distinct experts cycled through, so weights come from DRAM as in\n"
@@ -50,7 +53,11 @@ struct CalibrateArgs {
   std::string shape = "qwen3-30b-a3b", hardware, output;
   std::vector<std::string> types = {"q8_0", "q4_k"};
   int threads = 0, reps = 31, experts = 16;
-  std::vector<int32_t> fit_tokens = {1, 3, 6, 12, 16, 24, 48, 96, 160};
+  // Below 16 tokens the row kernels take tokens in tiles of 4 (cpu/tile_driver.h): time is
+  // nearly flat inside a tile and steps up at the first token of the next, a staircase that
+  // a line between points on either side of a step misses by 20-30%. So both ends of every
+  // tile are measured; beyond 16 the blocked kernels are close to linear.
+  std::vector<int32_t> fit_tokens = {1, 2, 4, 5, 8, 9, 12, 13, 16, 24, 48, 96, 160};
   std::vector<int32_t> check_tokens = {1, 2, 4, 8, 32, 128};
   double tolerance = 15.0;
 };
@@ -152,38 +159,56 @@ ExpertPool make_pool(const sched::ModelShape& shape, GgmlType type, int n_expert
   return p;
 }
 
-// Median time in microseconds of one expert's FFN on n tokens, cycling through the pool.
-double time_expert(const ExpertPool& pool, int n_experts, int32_t n_tokens, int reps,
-                   CpuArena& arena, int* next_expert) {
-  const int64_t n_embd = pool.spec.n_embd;
-  std::mt19937 rng(static_cast<uint32_t>(n_tokens));
-  std::normal_distribution<float> dist(0.0f, 1.0f);
-  std::vector<float> x(static_cast<size_t>(n_tokens * n_embd));
-  for (float& v : x) v = dist(rng);
+// One expert's FFN on n tokens, ready to be timed again and again; each run takes the next
+// expert of the pool, so its weights come from DRAM.
+struct Probe {
+  int32_t n_tokens = 0;
+  std::vector<float> x;
   Routing routing;
-  routing.n_tokens = n_tokens;
-  routing.k = 1;
-  routing.expert.assign(static_cast<size_t>(n_tokens), 0);
-  routing.weight.assign(static_cast<size_t>(n_tokens), 1.0f);
   ExpertTokens group;
-  for (int32_t t = 0; t < n_tokens; ++t) {
-    group.token.push_back(t);
-    group.slot.push_back(0);
-  }
   MoeScratch scratch;
-  scratch.slot_out.resize(static_cast<size_t>(n_tokens * n_embd));
-  const ExpertTokens* groups[] = {&group};
-  std::vector<double> times;
-  for (int rep = -1; rep < reps; ++rep) {  // rep -1 warms up buffers and threads
+  std::vector<double> times_us;
+
+  Probe(int32_t n, int64_t n_embd) : n_tokens(n) {
+    std::mt19937 rng(static_cast<uint32_t>(n));
+    std::normal_distribution<float> dist(0.0f, 1.0f);
+    x.resize(static_cast<size_t>(n * n_embd));
+    for (float& v : x) v = dist(rng);
+    routing.n_tokens = n;
+    routing.k = 1;
+    routing.expert.assign(static_cast<size_t>(n), 0);
+    routing.weight.assign(static_cast<size_t>(n), 1.0f);
+    for (int32_t t = 0; t < n; ++t) {
+      group.token.push_back(t);
+      group.slot.push_back(0);
+    }
+    scratch.slot_out.resize(static_cast<size_t>(n * n_embd));
+  }
+
+  double run(const ExpertPool& pool, int n_experts, CpuArena& arena, int* next_expert) {
     group.expert = *next_expert;
     *next_expert = (*next_expert + 1) % n_experts;
+    const ExpertTokens* groups[] = {&group};
     const auto t0 = std::chrono::steady_clock::now();
     run_experts(pool.spec, pool.layer, groups, routing, x.data(), scratch, &arena);
-    const auto t1 = std::chrono::steady_clock::now();
-    if (rep >= 0) times.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+    return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
   }
-  std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
-  return times[times.size() / 2];
+
+  double median_us() {
+    std::nth_element(times_us.begin(), times_us.begin() + times_us.size() / 2, times_us.end());
+    return times_us[times_us.size() / 2];
+  }
+};
+
+// Times every probe `reps` times in round-robin order (after one untimed run each), so a slow
+// spell of a shared machine lands on one run of every token count, which the medians drop,
+// instead of on every run of a few counts.
+void time_interleaved(std::vector<Probe>& probes, const ExpertPool& pool, int n_experts, int reps,
+                      CpuArena& arena, int* next_expert) {
+  for (Probe& p : probes) p.run(pool, n_experts, arena, next_expert);  // buffers, threads
+  for (int rep = 0; rep < reps; ++rep) {
+    for (Probe& p : probes) p.times_us.push_back(p.run(pool, n_experts, arena, next_expert));
+  }
 }
 
 }  // namespace
@@ -213,17 +238,23 @@ int cmd_calibrate(const Args& args) {
     // measured as the cost of the first token counts.
     const auto warm_until = std::chrono::steady_clock::now() + std::chrono::milliseconds(300);
     while (std::chrono::steady_clock::now() < warm_until)
-      time_expert(pool, a.experts, 16, 1, arena, &next);
+      Probe(16, shape.n_embd).run(pool, a.experts, arena, &next);
+    // The fitting and the check runs are separate runs, taken in the same rounds.
+    std::vector<Probe> probes;
+    for (const auto* list : {&a.fit_tokens, &a.check_tokens}) {
+      for (int32_t n : *list) probes.emplace_back(n, shape.n_embd);
+    }
+    time_interleaved(probes, pool, a.experts, a.reps, arena, &next);
     std::vector<sched::Sample> fit;
-    for (int32_t n : a.fit_tokens)
-      fit.push_back(
-          {static_cast<double>(n), time_expert(pool, a.experts, n, a.reps, arena, &next)});
+    for (size_t i = 0; i < a.fit_tokens.size(); ++i)
+      fit.push_back({static_cast<double>(a.fit_tokens[i]), probes[i].median_us()});
     // Piecewise-linear through the fitting medians: the engine switches kernels at 16 tokens,
     // a step no three-parameter curve follows.
     cost.set_curve(sched::Device::Cpu, type_name_text, sched::ExpertCurve::interpolate(fit));
     const sched::ExpertCurve& curve = cost.curve(sched::Device::Cpu, type_name_text);
-    for (int32_t n : a.check_tokens) {
-      const double measured = time_expert(pool, a.experts, n, a.reps, arena, &next);
+    for (size_t i = 0; i < a.check_tokens.size(); ++i) {
+      const int32_t n = a.check_tokens[i];
+      const double measured = probes[a.fit_tokens.size() + i].median_us();
       const double predicted = curve.predict(n);
       const double error = 100.0 * (predicted - measured) / measured;
       all_within = all_within && std::fabs(error) <= a.tolerance;
