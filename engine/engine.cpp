@@ -14,6 +14,7 @@
 #include "engine/expert_executor.h"
 #include "engine/model.h"
 #include "engine/moe.h"
+#include "scheduler/deferral.h"
 
 namespace tandem {
 namespace {
@@ -78,12 +79,8 @@ Engine::Engine(const Model& model, const EngineOptions& options)
   if (options.n_ctx <= 0 || options.n_seq_max <= 0) {
     throw std::invalid_argument("engine: n_ctx and n_seq_max must be positive");
   }
-  if (options.defer_experts < 0 || options.defer_experts >= model.spec().n_expert_used) {
-    throw std::invalid_argument(
-        "engine: defer_experts " + std::to_string(options.defer_experts) + " must be in [0, " +
-        std::to_string(model.spec().n_expert_used - 1) + "] (the model routes each token to " +
-        std::to_string(model.spec().n_expert_used) + " experts)");
-  }
+  sched::check_defer_experts(options.defer_experts, model.spec().n_expert_used,
+                             "engine: defer_experts");
   state_ = std::make_unique<State>(model.spec(), options);
   if (!options.accelerator) {
     state_->experts = make_cpu_expert_executor(model, options.trace);

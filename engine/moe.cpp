@@ -2,11 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
-#include <numeric>
+#include <span>
 
 #include "cpu/arena.h"
 #include "cpu/matmul.h"
 #include "cpu/ops.h"
+#include "scheduler/deferral.h"
 
 namespace tandem {
 namespace {
@@ -196,16 +197,14 @@ void combine_slots(const Routing& routing, int32_t n_embd, const MoeScratch& scr
 void combine_slots_deferring(const Routing& routing, int32_t n_embd, const MoeScratch& scratch,
                              int32_t n_defer, float* out, float* deferred) {
   const int32_t k = routing.k;
-  std::vector<int32_t> order(k);
+  std::vector<int32_t> lowest;
   std::vector<uint8_t> is_deferred(k);
   for (int32_t t = 0; t < routing.n_tokens; ++t) {
-    const float* weight = routing.weight.data() + static_cast<int64_t>(t) * k;
-    std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
-      return weight[a] < weight[b] || (weight[a] == weight[b] && a > b);
-    });
+    sched::lowest_weight_slots(
+        std::span(routing.weight.data() + static_cast<int64_t>(t) * k, static_cast<size_t>(k)),
+        n_defer, lowest);
     std::fill(is_deferred.begin(), is_deferred.end(), 0);
-    for (int32_t i = 0; i < n_defer; ++i) is_deferred[order[i]] = 1;
+    for (int32_t slot : lowest) is_deferred[slot] = 1;
     float* o[2] = {out + static_cast<int64_t>(t) * n_embd,
                    deferred + static_cast<int64_t>(t) * n_embd};
     std::fill_n(o[0], n_embd, 0.0f);

@@ -1,5 +1,7 @@
 #include "scheduler/replay.h"
 
+#include "scheduler/deferral.h"
+
 #include <algorithm>
 #include <chrono>
 #include <numeric>
@@ -184,16 +186,11 @@ std::vector<ExpertJob> Simulation::take_deferred(int32_t l, const LayerRouting& 
   // Per expert, how many of its tokens rank it among their d lowest gate weights.
   const int32_t k = static_cast<int32_t>(r.ids.size()) / r.n_tokens;
   std::vector<int32_t> n_deferring(trace_.n_expert, 0);
-  std::vector<int32_t> slots(k);
+  std::vector<int32_t> slots;
   for (int32_t t = 0; t < r.n_tokens; ++t) {
     const size_t base = static_cast<size_t>(t) * k;
-    std::iota(slots.begin(), slots.end(), 0);
-    // Lowest weight first; on ties the later slot is deferred first, as in the engine.
-    std::sort(slots.begin(), slots.end(), [&](int32_t a, int32_t b) {
-      const float wa = r.weights[base + a], wb = r.weights[base + b];
-      return wa < wb || (wa == wb && a > b);
-    });
-    for (int32_t i = 0; i < std::min(d, k); ++i) ++n_deferring[r.ids[base + slots[i]]];
+    lowest_weight_slots(std::span(r.weights.data() + base, static_cast<size_t>(k)), d, slots);
+    for (int32_t slot : slots) ++n_deferring[r.ids[base + slot]];
   }
   std::vector<ExpertJob> deferred, kept;
   for (const ExpertJob& j : s.jobs) {

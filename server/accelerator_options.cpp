@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <vector>
 
+#include "scheduler/deferral.h"
 #include "scheduler/replay.h"
 
 namespace tandem {
@@ -47,11 +48,8 @@ void AcceleratorSetup::apply(EngineOptions& options, const Model& model) {
       recorder->observe(layer, batch, routing);
     };
   }
-  if (defer_experts >= model.spec().n_expert_used) {
-    throw UsageError("--defer-experts / scheduler.defer_experts " + std::to_string(defer_experts) +
-                     " must be below the model's " + std::to_string(model.spec().n_expert_used) +
-                     " experts per token");
-  }
+  sched::check_defer_experts(defer_experts, model.spec().n_expert_used,
+                             "--defer-experts / scheduler.defer_experts");
   options.defer_experts = defer_experts;
   std::string log;
   accelerator_ = make_accelerator(gpu, trace_.get(), &log);

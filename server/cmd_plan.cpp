@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "scheduler/deferral.h"
 #include "scheduler/replay.h"
 #include "server/cli_args.h"
 #include "server/commands.h"
@@ -205,11 +206,7 @@ int cmd_plan(const Args& args) {
   sched::ReplayOptions opt;
   opt.expert_vram_gb = expert_gb;
   opt.pin_layers = c.pin_layers;
-  if (c.defer_experts >= shape.n_expert_used) {
-    throw UsageError("scheduler.defer_experts " + std::to_string(c.defer_experts) +
-                     " must be below the model's " + std::to_string(shape.n_expert_used) +
-                     " experts per token");
-  }
+  sched::check_defer_experts(c.defer_experts, shape.n_expert_used, "scheduler.defer_experts");
   opt.defer_experts = c.defer_experts;
   const sched::CostModel cost = sched::CostModel::from_hardware(hw, shape);
   sched::SyntheticTraceConfig tc;

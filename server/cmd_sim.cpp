@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "scheduler/deferral.h"
 #include "scheduler/replay.h"
 #include "server/cli_args.h"
 #include "server/commands.h"
@@ -188,11 +189,7 @@ int cmd_sim(const Args& args) {
   const sched::HardwareSpec hw = sched::load_hardware_spec(a.hardware);
   const sched::ModelShape shape =
       a.model.empty() ? sched::named_shape(a.shape, a.type) : shape_from_gguf(a.model);
-  if (a.replay.defer_experts >= shape.n_expert_used) {
-    throw UsageError("--defer-experts " + std::to_string(a.replay.defer_experts) +
-                     " must be below the model's " + std::to_string(shape.n_expert_used) +
-                     " experts per token");
-  }
+  sched::check_defer_experts(a.replay.defer_experts, shape.n_expert_used, "--defer-experts");
   const sched::CostModel cost = a.cost_model.empty() ? sched::CostModel::from_hardware(hw, shape)
                                                      : load_cost_model(a.cost_model);
   const double vram = a.expert_vram_gb >= 0 ? a.expert_vram_gb

@@ -22,15 +22,26 @@ RoutingTrace small_trace(const ModelShape& s, int32_t n_decode = 16) {
   return make_synthetic_trace(c);
 }
 
+// Qwen3-30B-A3B in Q4_K on the desktop profile, a short synthetic trace, 4 GB for experts.
+struct SmallCase {
+  ModelShape shape = named_shape("qwen3-30b-a3b", "q4_k");
+  CostModel cost = CostModel::from_hardware(desktop(), shape);
+  RoutingTrace trace = small_trace(shape);
+  ReplayOptions opt = [] {
+    ReplayOptions o;
+    o.expert_vram_gb = 4;
+    return o;
+  }();
+  ReplayResult run(const std::string& policy) const {
+    return replay(shape, cost, trace, policy, opt);
+  }
+};
+
 TEST(Replay, EveryPolicyRunsAndAccountsConsistently) {
-  const ModelShape shape = named_shape("qwen3-30b-a3b", "q4_k");
-  const CostModel cost = CostModel::from_hardware(desktop(), shape);
-  const RoutingTrace trace = small_trace(shape);
-  ReplayOptions opt;
-  opt.expert_vram_gb = 4;
+  const SmallCase c;
   std::map<std::string, ReplayResult> r;
   for (const std::string& p : policy_names()) {
-    r[p] = replay(shape, cost, trace, p, opt);
+    r[p] = c.run(p);
     const ReplayResult& x = r[p];
     EXPECT_EQ(x.decode.n_tokens, 16) << p;
     EXPECT_EQ(x.prefill.n_tokens, 128) << p;
@@ -53,24 +64,20 @@ TEST(Replay, EveryPolicyRunsAndAccountsConsistently) {
 // no slower, since the CPU otherwise idles during attention), the baselines ignore it, and the
 // phase time still covers every device's work.
 TEST(Replay, ExpertDeferralOverlapsNextAttention) {
-  const ModelShape shape = named_shape("qwen3-30b-a3b", "q4_k");
-  const CostModel cost = CostModel::from_hardware(desktop(), shape);
-  const RoutingTrace trace = small_trace(shape);
-  ReplayOptions opt;
-  opt.expert_vram_gb = 4;
-  const ReplayResult plain = replay(shape, cost, trace, "tandem", opt);
+  SmallCase c;
+  const ReplayResult plain = c.run("tandem");
   EXPECT_EQ(plain.decode.n_deferred, 0);
-  opt.defer_experts = 2;
-  const ReplayResult deferred = replay(shape, cost, trace, "tandem", opt);
+  c.opt.defer_experts = 2;
+  const ReplayResult deferred = c.run("tandem");
   EXPECT_GT(deferred.decode.n_deferred, 0);
   EXPECT_EQ(deferred.decode.n_lookups, plain.decode.n_lookups);
   EXPECT_GT(deferred.decode.tokens_per_s, plain.decode.tokens_per_s);
   EXPECT_LE(deferred.decode.busy.cpu_us, deferred.decode.time_us * (1 + 1e-9));
-  const ReplayResult hybrimoe = replay(shape, cost, trace, "hybrimoe", opt);
+  const ReplayResult hybrimoe = c.run("hybrimoe");
   EXPECT_EQ(hybrimoe.decode.n_deferred, 0);
   // Deferring (almost) every expert leaves the GPU's and the copies' share, never a crash.
-  opt.defer_experts = shape.n_expert_used - 1;
-  EXPECT_GT(replay(shape, cost, trace, "tandem", opt).decode.tokens_per_s, 0);
+  c.opt.defer_experts = c.shape.n_expert_used - 1;
+  EXPECT_GT(c.run("tandem").decode.tokens_per_s, 0);
 }
 
 TEST(Replay, ZeroBudgetAndCpuOnlyHardware) {
