@@ -23,6 +23,8 @@ constexpr int64_t kRowBlock = 16;
 // 11.4 tokens/s without it to ~16 (a burst of whole rows 4 rows ahead gave 14.8); 2-8 KiB ahead
 // all measured alike.
 constexpr int64_t kStreamAheadBytes = 6144;
+// Rows a decode pass (one token) walks together when the row kernel offers `rows<NR>`.
+constexpr int kDecodeRows = 4;
 
 // Requests the kLines cache lines from kStreamAheadBytes past p. Prefetches never fault, so
 // running past the end of a matrix is harmless.
@@ -39,6 +41,23 @@ template <template <int> class RowKernel>
 void run_tiles(const MatrixRef& w, const ActPack& a, int64_t r_lo, int64_t r_hi, int64_t t_lo,
                int64_t t_hi, float* y, int64_t y_stride) {
   const auto* base = static_cast<const uint8_t*>(w.data);
+  if constexpr (requires { &RowKernel<1>::template rows<kDecodeRows>; }) {
+    if (t_hi - t_lo == 1) {  // decode: one token, kDecodeRows rows per pass
+      int64_t r = r_lo;
+      for (; r + kDecodeRows <= r_hi; r += kDecodeRows) {
+        float out[kDecodeRows];
+        RowKernel<1>::template rows<kDecodeRows>(base + r * w.row_stride, w.row_stride, a, t_lo,
+                                                 w.n_cols, out);
+        for (int i = 0; i < kDecodeRows; ++i) y[t_lo * y_stride + r + i] = out[i];
+      }
+      for (; r < r_hi; ++r) {
+        float out[1];
+        RowKernel<1>::template rows<1>(base + r * w.row_stride, w.row_stride, a, t_lo, w.n_cols, out);
+        y[t_lo * y_stride + r] = out[0];
+      }
+      return;
+    }
+  }
   for (int64_t rb = r_lo; rb < r_hi; rb += kRowBlock) {
     const int64_t re = std::min(rb + kRowBlock, r_hi);
     for (int64_t t = t_lo; t < t_hi; t += kTokenTile) {

@@ -78,6 +78,52 @@ struct Q8_0Row {
     }
     for (int t = 0; t < NT; ++t) out[t] = hsum512(acc[t]);
   }
+
+  // One token against NR rows at once (decode): the same arithmetic per row as run<1>, with the
+  // activation loads shared and NR independent accumulator chains in flight.
+  template <int NR>
+  static void rows(const uint8_t* row0, int64_t row_stride, const ActPack& a, int64_t t,
+                   int64_t n_cols, float* out) {
+    const int64_t nb = n_cols / kQK;
+    const __m512i k128 = _mm512_set1_epi8(static_cast<char>(0x80));
+    const uint8_t* aq = a.q + t * a.q_stride;
+    const float* ad = a.d + t * a.d_stride;
+    const int32_t* ab = a.bias + t * a.bias_stride;
+    // Each line is requested one pass ahead: where the next NR rows will read it.
+    const int64_t ahead = NR * row_stride;
+    __m512 acc[NR];
+    for (int r = 0; r < NR; ++r) acc[r] = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 2 <= nb; i += 2) {
+      const __m512i av = _mm512_loadu_si512(aq + i * kQK);
+      const __m512i bias = _mm512_loadu_si512(ab + i * 8);
+      const __m512 da = _mm512_loadu_ps(ad + i * 8);
+      for (int r = 0; r < NR; ++r) {
+        const auto* b = reinterpret_cast<const BlockQ8_0*>(row0 + r * row_stride) + i;
+        __builtin_prefetch(reinterpret_cast<const uint8_t*>(b) + ahead, 0, 3);
+        const __m512i w = _mm512_xor_si512(
+            join256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[0].qs)),
+                    _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[1].qs))),
+            k128);
+        const __m512i s = _mm512_dpbusd_epi32(bias, w, av);
+        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(pair_scales(b, true), da), acc[r]);
+      }
+    }
+    if (i < nb) {  // an odd last block, with zero activations above as in run
+      const __m512i av = _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(aq + i * kQK)));
+      const __m512i bias = _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab + i * 8)));
+      const __m512 da = _mm512_zextps256_ps512(_mm256_loadu_ps(ad + i * 8));
+      for (int r = 0; r < NR; ++r) {
+        const auto* b = reinterpret_cast<const BlockQ8_0*>(row0 + r * row_stride) + i;
+        const __m512i w = _mm512_xor_si512(
+            join256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[0].qs)), _mm256_setzero_si256()),
+            k128);
+        const __m512i s = _mm512_dpbusd_epi32(bias, w, av);
+        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(pair_scales(b, false), da), acc[r]);
+      }
+    }
+    for (int r = 0; r < NR; ++r) out[r] = hsum512(acc[r]);
+  }
 };
 
 // Q8_0 with many tokens (strip_driver.h): each block of 16 rows becomes 8 vectors whose int32
