@@ -5,9 +5,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <mutex>
 #include <sstream>
+#include <thread>
 
 namespace tandem {
 namespace {
@@ -218,7 +222,7 @@ std::string TensorView::shape_string() const {
   return s + "]";
 }
 
-std::unique_ptr<GgufFile> GgufFile::open(const std::string& path) {
+std::unique_ptr<GgufFile> GgufFile::open(const std::string& path, GgufMemory memory) {
   std::unique_ptr<GgufFile> f(new GgufFile());
   f->path_ = path;
   f->fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -231,15 +235,70 @@ std::unique_ptr<GgufFile> GgufFile::open(const std::string& path) {
     throw GgufError(path + ": invalid GGUF: header at byte offset 0: file is " + std::to_string(f->size_) +
                     " bytes, smaller than the 24-byte header");
   }
-  void* m = mmap(nullptr, f->size_, PROT_READ, MAP_SHARED, f->fd_, 0);
-  if (m == MAP_FAILED) throw GgufError(path + ": cannot mmap: " + std::strerror(errno));
-  f->base_ = static_cast<const uint8_t*>(m);
+  if (memory == GgufMemory::Read) {
+    f->read_into_memory();
+  } else {
+    void* m = mmap(nullptr, f->size_, PROT_READ, MAP_SHARED, f->fd_, 0);
+    if (m == MAP_FAILED) throw GgufError(path + ": cannot mmap: " + std::strerror(errno));
+    f->region_ = m;
+    f->region_size_ = f->size_;
+    f->base_ = static_cast<const uint8_t*>(m);
+  }
   f->parse();
   return f;
 }
 
+void GgufFile::read_into_memory() {
+  // Huge pages need 2 MiB-aligned addresses: over-allocate and start at the first boundary.
+  constexpr uint64_t kHugePage = uint64_t{2} << 20;
+  region_size_ = (size_ + 2 * kHugePage - 1) / kHugePage * kHugePage;
+  void* m = mmap(nullptr, region_size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) {
+    region_size_ = 0;
+    throw GgufError(path_ + ": cannot allocate " + std::to_string(size_ >> 20) +
+                    " MiB to read the file into: " + std::strerror(errno));
+  }
+  region_ = m;
+  auto* dst = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(m) + kHugePage - 1) / kHugePage * kHugePage);
+  madvise(dst, size_, MADV_HUGEPAGE);  // advice only: without THP the read still works
+  // Pieces of 64 MiB read by several threads: first-touching the pages (zeroing them) costs
+  // as much as the copy, and one core cannot do either at DRAM speed.
+  constexpr uint64_t kPiece = uint64_t{64} << 20;
+  const uint64_t n_pieces = (size_ + kPiece - 1) / kPiece;
+  std::atomic<uint64_t> next{0};
+  std::mutex error_mutex;
+  std::string error;
+  auto read_pieces = [&] {
+    for (uint64_t p = next++; p < n_pieces; p = next++) {
+      const uint64_t end = std::min(size_, (p + 1) * kPiece);
+      for (uint64_t at = p * kPiece; at < end;) {
+        const ssize_t n = pread(fd_, dst + at, end - at, static_cast<off_t>(at));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+          const std::lock_guard<std::mutex> lock(error_mutex);
+          if (error.empty()) {
+            error = path_ + ": read failed at byte " + std::to_string(at) + " of " +
+                    std::to_string(size_) + ": " + (n < 0 ? std::strerror(errno) : "file shrank");
+          }
+          next = n_pieces;
+          return;
+        }
+        at += static_cast<uint64_t>(n);
+      }
+    }
+  };
+  const uint64_t n_threads = std::min<uint64_t>({8, std::max(1u, std::thread::hardware_concurrency()), n_pieces});
+  std::vector<std::thread> readers;
+  for (uint64_t t = 1; t < n_threads; ++t) readers.emplace_back(read_pieces);
+  read_pieces();
+  for (std::thread& r : readers) r.join();
+  if (!error.empty()) throw GgufError(error);
+  mprotect(m, region_size_, PROT_READ);  // weights are never written; a stray write faults
+  base_ = dst;
+}
+
 GgufFile::~GgufFile() {
-  if (base_) munmap(const_cast<uint8_t*>(base_), size_);
+  if (region_) munmap(region_, region_size_);
   if (fd_ >= 0) ::close(fd_);
 }
 

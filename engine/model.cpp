@@ -173,9 +173,9 @@ bool is_supported_architecture(const std::string& arch) { return find_arch(arch)
 
 Model::~Model() = default;
 
-std::unique_ptr<Model> Model::load(const std::string& path) {
+std::unique_ptr<Model> Model::load(const std::string& path, GgufMemory memory) {
   std::unique_ptr<Model> m(new Model());
-  m->file_ = GgufFile::open(path);
+  m->file_ = GgufFile::open(path, memory);
   const GgufFile& f = *m->file_;
   const std::string arch = f.get_string("general.architecture");
   const ArchTraits* a = find_arch(arch);

@@ -63,9 +63,10 @@ struct LayerWeights {
 
 class Model {
  public:
-  // Opens, validates and maps the file; builds the tokenizer. Throws GgufError / ModelError
-  // naming the file and what is wrong (unknown architecture, missing tensor, bad shape...).
-  static std::unique_ptr<Model> load(const std::string& path);
+  // Opens, validates and reads (or maps, see GgufMemory) the file; builds the tokenizer. Throws
+  // GgufError / ModelError naming the file and what is wrong (unknown architecture, missing
+  // tensor, bad shape...).
+  static std::unique_ptr<Model> load(const std::string& path, GgufMemory memory = GgufMemory::Read);
   ~Model();
 
   const ModelSpec& spec() const { return spec_; }

@@ -31,6 +31,8 @@ Generates text, streaming it to stdout, then prints prompt and generation tokens
   -t, --threads N         CPU threads (default: all physical cores)
   -c, --ctx-size N        context length (default 4096)
   --kv-type f32|f16       KV cache element type (default f32)
+  --mmap                  map the GGUF file instead of reading it into (huge-page) memory:
+                          faster start, slower decode
 %s
 Parity checking:
   --prompt-tokens 12,7,99 process these ids as one batch (repeat the option for more cases)
@@ -42,7 +44,7 @@ Parity checking:
 
 struct RunOptions {
   std::string model_path, prompt, dump_path;
-  bool have_prompt = false;
+  bool have_prompt = false, mmap = false;
   int32_t n_predict = 64;
   SamplingParams sampling;
   EngineOptions engine;
@@ -56,6 +58,7 @@ RunOptions parse(const Args& args) {
   while (!r.done()) {
     const std::string a = r.next();
     if (a == "-m" || a == "--model") o.model_path = r.value(a);
+    else if (a == "--mmap") o.mmap = true;
     else if (a == "-p" || a == "--prompt") { o.prompt = r.value(a); o.have_prompt = true; }
     else if (a == "-n" || a == "--n-predict") o.n_predict = static_cast<int32_t>(r.int_value(a, 0, 1 << 20));
     else if (a == "--temp") o.sampling.temperature = static_cast<float>(r.float_value(a, 0, 100));
@@ -175,7 +178,7 @@ int cmd_run(const Args& args) {
     std::fprintf(stderr, "tandem run: %s\n", e.what());
     return 2;
   }
-  const auto model = Model::load(o.model_path);
+  const auto model = Model::load(o.model_path, o.mmap ? GgufMemory::Map : GgufMemory::Read);
   o.accel.apply(o.engine, *model);
   int rc = 0;
   {

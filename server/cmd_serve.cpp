@@ -33,6 +33,7 @@ $TANDEM_CACHE_DIR (default ~/.cache/tandem).
 
   -c, --config FILE     JSON config (default: built-in defaults)
   -m, --model FILE      GGUF model (overrides model.path)
+  --mmap                map the GGUF file instead of reading it into memory (model.mmap)
   --host HOST           bind address (default 127.0.0.1)
   --port N              port (default 8080; 0 picks a free one)
   --api-key KEY         require Authorization: Bearer KEY on every route but /health
@@ -62,6 +63,8 @@ ServeConfig parse_args(const Args& args, AcceleratorSetup& accel) {
       r.value(a);
     else if (a == "-m" || a == "--model")
       c.model.path = r.value(a);
+    else if (a == "--mmap")
+      c.model.mmap = true;
     else if (a == "--host")
       c.server.host = r.value(a);
     else if (a == "--port")
@@ -122,7 +125,7 @@ Backend load_backend(ServeConfig& c, AcceleratorSetup accel, HttpServer& http) {
   b.accel = std::move(accel);
   const bool demo = c.model.path.empty();
   if (demo) c.model.path = demo_model_path();
-  b.model = Model::load(c.model.path);
+  b.model = Model::load(c.model.path, c.model.mmap ? GgufMemory::Map : GgufMemory::Read);
   if (demo) {
     std::fprintf(
         stderr,

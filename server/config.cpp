@@ -99,6 +99,7 @@ void parse_model(const json& v, ModelConfig& m) {
   Section s(v, "model.");
   s.str("path", m.path);
   s.str("chat_template", m.chat_template);
+  s.boolean("mmap", m.mmap);
   s.run();
   check_choice("model.chat_template", m.chat_template,
                {"auto", "chatml", "mistral", "llama3", "deepseek", "deepseek3"});

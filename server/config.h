@@ -18,6 +18,7 @@ class ConfigError : public std::runtime_error {
 struct ModelConfig {
   std::string path;                    // "" -> the demo model (generated on first use)
   std::string chat_template = "auto";  // auto | chatml | mistral | llama3 | deepseek | deepseek3
+  bool mmap = false;                   // map the file instead of reading it into memory
 };
 
 struct ServerConfig {

@@ -26,11 +26,12 @@ TEST(Config, DefaultsWhenEmpty) {
   EXPECT_EQ(c.model.chat_template, "auto");
   EXPECT_EQ(c.gpu.device, "none");
   EXPECT_TRUE(c.model.path.empty());
+  EXPECT_FALSE(c.model.mmap);
 }
 
 TEST(Config, ReadsEverySection) {
   const json j = json::parse(R"({
-    "model": {"path": "m.gguf", "chat_template": "llama3"},
+    "model": {"path": "m.gguf", "chat_template": "llama3", "mmap": true},
     "server": {"host": "0.0.0.0", "port": 9000, "api_key": "k", "max_parallel": 4, "queue_limit": 3,
                "body_limit_bytes": 4096, "prefill_chunk": 64, "default_max_tokens": 10,
                "retry_after_s": 2, "shutdown_grace_s": 0.5, "log_requests": false},
@@ -40,6 +41,7 @@ TEST(Config, ReadsEverySection) {
   const ServeConfig c = parse_serve_config(j);
   EXPECT_EQ(c.model.path, "m.gguf");
   EXPECT_EQ(c.model.chat_template, "llama3");
+  EXPECT_TRUE(c.model.mmap);
   EXPECT_EQ(c.server.port, 9000);
   EXPECT_EQ(c.server.api_key, "k");
   EXPECT_EQ(c.server.queue_limit, 3);
@@ -82,6 +84,7 @@ TEST(Config, WrongTypesAndRangesNameTheKey) {
             std::string::npos);
   EXPECT_NE(error_of({{"scheduler", {{"defer_experts", -1}}}}).find("'scheduler.defer_experts'"),
             std::string::npos);
+  EXPECT_NE(error_of({{"model", {{"mmap", "yes"}}}}).find("'model.mmap'"), std::string::npos);
   EXPECT_NE(error_of(json::array()).find("must be an object"), std::string::npos);
 }
 

@@ -17,6 +17,43 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// Read (anonymous huge-page memory) and Map give the same file: same metadata, same tensor
+// bytes; the read copy starts on a 2 MiB boundary so it can be backed by huge pages.
+TEST(GgufShared, ReadIntoMemoryEqualsTheMapping) {
+  TANDEM_REQUIRE_SHARED();
+  const std::string path = test::shared_path("models/tiny-qwen3moe-q8_0.gguf");
+  const auto mapped = GgufFile::open(path, GgufMemory::Map);
+  const auto read = GgufFile::open(path, GgufMemory::Read);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(read->mapping()) % (uintptr_t{2} << 20), 0u);
+  ASSERT_EQ(read->file_size(), mapped->file_size());
+  EXPECT_EQ(std::memcmp(read->mapping(), mapped->mapping(), read->file_size()), 0);
+  EXPECT_EQ(read->metadata_keys(), mapped->metadata_keys());
+  ASSERT_EQ(read->tensors().size(), mapped->tensors().size());
+  for (size_t i = 0; i < read->tensors().size(); ++i) {
+    const TensorView &a = read->tensors()[i], &b = mapped->tensors()[i];
+    EXPECT_EQ(a.name, b.name);
+    EXPECT_EQ(a.offset, b.offset);
+    EXPECT_EQ(a.data - read->mapping(), b.data - mapped->mapping()) << a.name;
+  }
+}
+
+TEST(Gguf, ReadIntoMemoryRejectsWhatTheMappingRejects) {
+  const fs::path path = fs::temp_directory_path() / "tandem_gguf_read_bad.gguf";
+  {
+    std::ofstream f(path, std::ios::binary);
+    f << "GGUX" << std::string(40, '\0');
+  }
+  for (GgufMemory memory : {GgufMemory::Map, GgufMemory::Read}) {
+    try {
+      GgufFile::open(path.string(), memory);
+      ADD_FAILURE() << "accepted a file with a bad magic";
+    } catch (const GgufError& e) {
+      EXPECT_NE(std::string(e.what()).find("magic"), std::string::npos) << e.what();
+    }
+  }
+  fs::remove(path);
+}
+
 TEST(GgufShared, EveryReferenceFileParses) {
   TANDEM_REQUIRE_SHARED();
   int n = 0;

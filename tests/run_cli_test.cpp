@@ -69,6 +69,17 @@ TEST_F(RunCli, ExpertDeferralChangesLogitsButRuns) {
   EXPECT_NE(ja["cases"][0]["prompt_logits"], jb["cases"][0]["prompt_logits"]);
 }
 
+// The weights read into memory (default) and mapped (--mmap) are the same bytes: same logits.
+TEST_F(RunCli, MappedAndReadWeightsGiveTheSameLogits) {
+  std::string out, err;
+  const std::string read = path("read.json"), mapped = path("mapped.json");
+  const std::string base = "-m " + path("tiny.gguf") + " --prompt-tokens 12,7,99 -n 3 --temp 0 ";
+  ASSERT_EQ(run(base + "--dump-logits " + read, &out, &err), 0) << err;
+  ASSERT_EQ(run(base + "--mmap --dump-logits " + mapped, &out, &err), 0) << err;
+  std::ifstream a(read), b(mapped);
+  EXPECT_EQ(nlohmann::json::parse(a), nlohmann::json::parse(b));
+}
+
 TEST_F(RunCli, DumpsLogitsInTheReferenceLayout) {
   std::string out, err;
   const std::string dump = path("dump.json");
