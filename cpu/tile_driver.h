@@ -52,7 +52,8 @@ void run_tiles(const MatrixRef& w, const ActPack& a, int64_t r_lo, int64_t r_hi,
       }
       for (; r < r_hi; ++r) {
         float out[1];
-        RowKernel<1>::template rows<1>(base + r * w.row_stride, w.row_stride, a, t_lo, w.n_cols, out);
+        RowKernel<1>::template rows<1>(base + r * w.row_stride, w.row_stride, a, t_lo, w.n_cols,
+                                       out);
         y[t_lo * y_stride + r] = out[0];
       }
       return;

@@ -259,7 +259,8 @@ void GgufFile::read_into_memory() {
                     " MiB to read the file into: " + std::strerror(errno));
   }
   region_ = m;
-  auto* dst = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(m) + kHugePage - 1) / kHugePage * kHugePage);
+  auto* dst = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(m) + kHugePage - 1) /
+                                         kHugePage * kHugePage);
   madvise(dst, size_, MADV_HUGEPAGE);  // advice only: without THP the read still works
   // Pieces of 64 MiB read by several threads: first-touching the pages (zeroing them) costs
   // as much as the copy, and one core cannot do either at DRAM speed.
@@ -287,7 +288,8 @@ void GgufFile::read_into_memory() {
       }
     }
   };
-  const uint64_t n_threads = std::min<uint64_t>({8, std::max(1u, std::thread::hardware_concurrency()), n_pieces});
+  const uint64_t n_threads =
+      std::min<uint64_t>({8, std::max(1u, std::thread::hardware_concurrency()), n_pieces});
   std::vector<std::thread> readers;
   for (uint64_t t = 1; t < n_threads; ++t) readers.emplace_back(read_pieces);
   read_pieces();
@@ -326,7 +328,8 @@ void GgufFile::parse() {
     if (metadata_.count(key)) c.fail("metadata '" + key + "'", type_at, "duplicate key");
     if (key == "general.alignment") {
       if (!v.is_integer() || v.int_value <= 0 || (v.int_value & (v.int_value - 1)) != 0) {
-        c.fail("metadata 'general.alignment'", type_at, "value " + v.to_string() + " is not a positive power of two");
+        c.fail("metadata 'general.alignment'", type_at,
+               "value " + v.to_string() + " is not a positive power of two");
       }
       alignment_ = static_cast<uint64_t>(v.int_value);
     }

@@ -92,7 +92,8 @@ enum class GgufMemory { Map, Read };
 class GgufFile {
  public:
   // Opens (maps or reads) and validates the file; throws GgufError naming what is wrong.
-  static std::unique_ptr<GgufFile> open(const std::string& path, GgufMemory memory = GgufMemory::Map);
+  static std::unique_ptr<GgufFile> open(const std::string& path,
+                                        GgufMemory memory = GgufMemory::Map);
   ~GgufFile();
   GgufFile(const GgufFile&) = delete;
   GgufFile& operator=(const GgufFile&) = delete;

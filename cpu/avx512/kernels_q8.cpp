@@ -101,25 +101,30 @@ struct Q8_0Row {
       for (int r = 0; r < NR; ++r) {
         const auto* b = reinterpret_cast<const BlockQ8_0*>(row0 + r * row_stride) + i;
         __builtin_prefetch(reinterpret_cast<const uint8_t*>(b) + ahead, 0, 3);
-        const __m512i w = _mm512_xor_si512(
-            join256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[0].qs)),
-                    _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[1].qs))),
-            k128);
+        const __m512i w =
+            _mm512_xor_si512(join256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[0].qs)),
+                                     _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[1].qs))),
+                             k128);
         const __m512i s = _mm512_dpbusd_epi32(bias, w, av);
-        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(pair_scales(b, true), da), acc[r]);
+        acc[r] =
+            _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(pair_scales(b, true), da), acc[r]);
       }
     }
     if (i < nb) {  // an odd last block, with zero activations above as in run
-      const __m512i av = _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(aq + i * kQK)));
-      const __m512i bias = _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab + i * 8)));
+      const __m512i av = _mm512_zextsi256_si512(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(aq + i * kQK)));
+      const __m512i bias =
+          _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab + i * 8)));
       const __m512 da = _mm512_zextps256_ps512(_mm256_loadu_ps(ad + i * 8));
       for (int r = 0; r < NR; ++r) {
         const auto* b = reinterpret_cast<const BlockQ8_0*>(row0 + r * row_stride) + i;
-        const __m512i w = _mm512_xor_si512(
-            join256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[0].qs)), _mm256_setzero_si256()),
-            k128);
+        const __m512i w =
+            _mm512_xor_si512(join256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[0].qs)),
+                                     _mm256_setzero_si256()),
+                             k128);
         const __m512i s = _mm512_dpbusd_epi32(bias, w, av);
-        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(pair_scales(b, false), da), acc[r]);
+        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(pair_scales(b, false), da),
+                                 acc[r]);
       }
     }
     for (int r = 0; r < NR; ++r) out[r] = hsum512(acc[r]);
