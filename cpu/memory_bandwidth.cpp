@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <new>
 
 #include "cpu/arena.h"
 
@@ -28,31 +29,42 @@ uint64_t sum_words_scalar(const uint64_t* data, int64_t n) {
   return a + b + c + d;
 }
 
+constexpr int64_t kGrain = int64_t{1} << 20;  // words per chunk handed to a thread
+
 }  // namespace
 
-double measure_read_bandwidth(CpuArena* arena, uint64_t bytes, int reps) {
-  const int64_t n_words = static_cast<int64_t>(bytes / sizeof(uint64_t));
-  std::unique_ptr<uint64_t, decltype(&std::free)> buf(
-      static_cast<uint64_t*>(std::aligned_alloc(64, n_words * sizeof(uint64_t))), &std::free);
+ReadBandwidthProbe::ReadBandwidthProbe(CpuArena* arena, uint64_t bytes)
+    : arena_(arena), n_words_(static_cast<int64_t>(bytes / sizeof(uint64_t))) {
+  words_ = static_cast<uint64_t*>(std::aligned_alloc(64, n_words_ * sizeof(uint64_t)));
+  if (!words_) throw std::bad_alloc();
   // Touch every page from the threads that will read it (first-touch NUMA placement).
-  auto fill = [&](int64_t lo, int64_t hi) { std::memset(buf.get() + lo, 1, (hi - lo) * sizeof(uint64_t)); };
-  const int64_t grain = int64_t{1} << 20;
-  if (arena) arena->parallel_for(0, n_words, grain, fill); else fill(0, n_words);
+  auto fill = [&](int64_t lo, int64_t hi) { std::memset(words_ + lo, 1, (hi - lo) * sizeof(uint64_t)); };
+  if (arena_) arena_->parallel_for(0, n_words_, kGrain, fill); else fill(0, n_words_);
+}
 
+ReadBandwidthProbe::~ReadBandwidthProbe() { std::free(words_); }
+
+double ReadBandwidthProbe::measure(int reps) {
   const bool wide = __builtin_cpu_supports("avx512f");
   std::atomic<uint64_t> sink{0};
   double best = 0.0;
   for (int r = 0; r < reps; ++r) {
     const auto t0 = std::chrono::steady_clock::now();
     auto read = [&](int64_t lo, int64_t hi) {
-      const uint64_t s = wide ? sum_words_avx512(buf.get() + lo, hi - lo) : sum_words_scalar(buf.get() + lo, hi - lo);
+      const uint64_t s = wide ? sum_words_avx512(words_ + lo, hi - lo) : sum_words_scalar(words_ + lo, hi - lo);
       sink.fetch_add(s, std::memory_order_relaxed);
     };
-    if (arena) arena->parallel_for(0, n_words, grain, read); else read(0, n_words);
+    if (arena_) arena_->parallel_for(0, n_words_, kGrain, read); else read(0, n_words_);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (s > 0) best = std::max(best, static_cast<double>(bytes) / s / 1e9);
+    const double bytes = static_cast<double>(n_words_) * sizeof(uint64_t);
+    if (s > 0) best = std::max(best, bytes / s / 1e9);
   }
   return sink.load() == 1 ? 0.0 : best;  // the comparison keeps the sums from being elided
+}
+
+double measure_read_bandwidth(CpuArena* arena, uint64_t bytes, int reps) {
+  ReadBandwidthProbe probe(arena, bytes);
+  return probe.measure(reps);
 }
 
 }  // namespace tandem

@@ -7,8 +7,26 @@ namespace tandem {
 
 class CpuArena;
 
-// Best-of-`reps` read bandwidth in GB/s (1e9 bytes/s) over a buffer of `bytes`, read by every
-// thread of the arena (or one thread when null). The buffer should dwarf the caches.
+// A buffer of `bytes` (it should dwarf the caches), touched once by the threads of the arena
+// that will read it (or one thread when null), kept so the bandwidth can be measured again
+// next to each measurement it judges (on a shared machine it drifts from minute to minute).
+class ReadBandwidthProbe {
+ public:
+  explicit ReadBandwidthProbe(CpuArena* arena, uint64_t bytes = uint64_t{1} << 30);
+  ~ReadBandwidthProbe();
+  ReadBandwidthProbe(const ReadBandwidthProbe&) = delete;
+  ReadBandwidthProbe& operator=(const ReadBandwidthProbe&) = delete;
+
+  // Best-of-`reps` read bandwidth in GB/s (1e9 bytes/s), the buffer read by every thread.
+  double measure(int reps = 5);
+
+ private:
+  CpuArena* arena_;
+  uint64_t* words_;
+  int64_t n_words_;
+};
+
+// One probe, measured once.
 double measure_read_bandwidth(CpuArena* arena, uint64_t bytes = uint64_t{1} << 30, int reps = 5);
 
 }  // namespace tandem
