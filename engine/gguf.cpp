@@ -8,7 +8,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <mutex>
 #include <sstream>
 #include <thread>
@@ -222,6 +224,24 @@ std::string TensorView::shape_string() const {
   return s + "]";
 }
 
+GgufMemory choose_gguf_memory(GgufMemory wanted, uint64_t file_bytes, uint64_t available_bytes) {
+  if (wanted == GgufMemory::Read && available_bytes > 0 && file_bytes > available_bytes) {
+    return GgufMemory::Map;
+  }
+  return wanted;
+}
+
+uint64_t available_memory_bytes() {
+  std::ifstream meminfo("/proc/meminfo");
+  std::string key;
+  uint64_t kib = 0;
+  std::string unit;
+  while (meminfo >> key >> kib >> unit) {
+    if (key == "MemAvailable:") return kib * 1024;
+  }
+  return 0;
+}
+
 std::unique_ptr<GgufFile> GgufFile::open(const std::string& path, GgufMemory memory) {
   std::unique_ptr<GgufFile> f(new GgufFile());
   f->path_ = path;
@@ -235,7 +255,16 @@ std::unique_ptr<GgufFile> GgufFile::open(const std::string& path, GgufMemory mem
     throw GgufError(path + ": invalid GGUF: header at byte offset 0: file is " + std::to_string(f->size_) +
                     " bytes, smaller than the 24-byte header");
   }
-  if (memory == GgufMemory::Read) {
+  const uint64_t available = memory == GgufMemory::Read ? available_memory_bytes() : 0;
+  f->memory_ = choose_gguf_memory(memory, f->size_, available);
+  if (memory == GgufMemory::Read && f->memory_ == GgufMemory::Map) {
+    std::fprintf(stderr,
+                 "tandem: %s (%llu MiB) is larger than the %llu MiB of available memory: mapping "
+                 "it instead of reading it (decode will be slower)\n",
+                 path.c_str(), static_cast<unsigned long long>(f->size_ >> 20),
+                 static_cast<unsigned long long>(available >> 20));
+  }
+  if (f->memory_ == GgufMemory::Read) {
     f->read_into_memory();
   } else {
     void* m = mmap(nullptr, f->size_, PROT_READ, MAP_SHARED, f->fd_, 0);

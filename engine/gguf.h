@@ -89,6 +89,14 @@ struct TensorView {
 //        Costs one read of the file at start-up; resident memory is the file size either way.
 enum class GgufMemory { Map, Read };
 
+// Read when asked to and the file fits in the memory the system says is available (free plus
+// reclaimable cache); otherwise Map, which pages weights in and out instead of running out of
+// memory. available_bytes 0 means unknown (Read stays Read).
+GgufMemory choose_gguf_memory(GgufMemory wanted, uint64_t file_bytes, uint64_t available_bytes);
+
+// MemAvailable from /proc/meminfo in bytes, 0 when it cannot be read.
+uint64_t available_memory_bytes();
+
 class GgufFile {
  public:
   // Opens (maps or reads) and validates the file; throws GgufError naming what is wrong.
@@ -104,6 +112,7 @@ class GgufFile {
   uint64_t alignment() const { return alignment_; }
   uint64_t data_offset() const { return data_offset_; }
   const uint8_t* mapping() const { return base_; }
+  GgufMemory memory() const { return memory_; }  // how the bytes are held (see choose_gguf_memory)
 
   const std::map<std::string, GgufValue>& metadata() const { return metadata_; }
   // Keys in file order (for printing).
@@ -138,6 +147,7 @@ class GgufFile {
   int fd_ = -1;
   const uint8_t* base_ = nullptr;
   uint64_t size_ = 0;
+  GgufMemory memory_ = GgufMemory::Map;
   void* region_ = nullptr;  // the whole mapping (file or anonymous), for munmap
   uint64_t region_size_ = 0;
   uint32_t version_ = 0;

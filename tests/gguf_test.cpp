@@ -24,6 +24,8 @@ TEST(GgufShared, ReadIntoMemoryEqualsTheMapping) {
   const std::string path = test::shared_path("models/tiny-qwen3moe-q8_0.gguf");
   const auto mapped = GgufFile::open(path, GgufMemory::Map);
   const auto read = GgufFile::open(path, GgufMemory::Read);
+  ASSERT_EQ(read->memory(), GgufMemory::Read);
+  EXPECT_EQ(mapped->memory(), GgufMemory::Map);
   EXPECT_EQ(reinterpret_cast<uintptr_t>(read->mapping()) % (uintptr_t{2} << 20), 0u);
   ASSERT_EQ(read->file_size(), mapped->file_size());
   EXPECT_EQ(std::memcmp(read->mapping(), mapped->mapping(), read->file_size()), 0);
@@ -35,6 +37,15 @@ TEST(GgufShared, ReadIntoMemoryEqualsTheMapping) {
     EXPECT_EQ(a.offset, b.offset);
     EXPECT_EQ(a.data - read->mapping(), b.data - mapped->mapping()) << a.name;
   }
+}
+
+TEST(Gguf, FilesLargerThanTheAvailableMemoryAreMappedNotRead) {
+  constexpr uint64_t kGiB = uint64_t{1} << 30;
+  EXPECT_EQ(choose_gguf_memory(GgufMemory::Read, 6 * kGiB, 20 * kGiB), GgufMemory::Read);
+  EXPECT_EQ(choose_gguf_memory(GgufMemory::Read, 30 * kGiB, 20 * kGiB), GgufMemory::Map);
+  EXPECT_EQ(choose_gguf_memory(GgufMemory::Read, 30 * kGiB, 0), GgufMemory::Read);  // unknown
+  EXPECT_EQ(choose_gguf_memory(GgufMemory::Map, 1, 20 * kGiB), GgufMemory::Map);
+  EXPECT_GT(available_memory_bytes(), 0u);  // Linux reports MemAvailable
 }
 
 TEST(Gguf, ReadIntoMemoryRejectsWhatTheMappingRejects) {
