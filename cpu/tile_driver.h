@@ -19,9 +19,9 @@ constexpr int64_t kRowBlock = 16;
 // Decode reads each weight row once, straight from DRAM, and one core keeps too few misses in
 // flight on its own (the hardware prefetcher also stops at every 4 KiB page). So every row kernel
 // asks, for each cache line it consumes, for the line kStreamAheadBytes further on: a steady
-// trickle of requests that keeps DRAM busy. On the bench model (Q8_0, 2 threads) decode went from
-// 11.4 tokens/s without it to ~16 (a burst of whole rows 4 rows ahead gave 14.8); 2-8 KiB ahead
-// all measured alike.
+// trickle of requests that keeps DRAM busy. On the bench model (Q8_0, 2 threads, before Q8_0
+// decode moved to rows<NR>) decode went from 11.4 tokens/s without it to ~16 (a burst of whole
+// rows 4 rows ahead gave 14.8); 2-8 KiB ahead all measured alike.
 constexpr int64_t kStreamAheadBytes = 6144;
 // Rows a decode pass (one token) walks together when the row kernel offers `rows<NR>`.
 constexpr int kDecodeRows = 4;
