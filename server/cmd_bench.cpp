@@ -34,7 +34,8 @@ constexpr const char* kHelp = R"(usage: tandem bench -m MODEL [options]
   --mmap               map the GGUF file instead of reading it into (huge-page) memory:
                        faster start, slower decode
   --roofline           also print weight bytes read per token, achieved GB/s and the fraction
-                       of this machine's read bandwidth (measured here, all threads)
+                       of this machine's read bandwidth (measured here with all threads,
+                       right before and right after each generation test; the higher counts)
 %sTokens are random ids; a warm-up run precedes each test.
 )";
 
@@ -44,7 +45,8 @@ struct BenchOptions {
   std::string model_path;
   std::vector<int32_t> n_prompt = {512}, n_gen = {128}, threads = {0};
   int32_t reps = 5;
-  bool json = false, roofline = false, mmap = false;
+  bool json = false, roofline = false;
+  GgufMemory weights = GgufMemory::Read;
   KvType kv = KvType::F32;
   AcceleratorSetup accel;
 };
@@ -68,7 +70,7 @@ BenchOptions parse(const Args& args) {
       if (v != "f32" && v != "f16") throw UsageError("option --kv-type: '" + v + "' is not f32 or f16");
       o.kv = v == "f16" ? KvType::F16 : KvType::F32;
     } else if (a == "--roofline") o.roofline = true;
-    else if (a == "--mmap") o.mmap = true;
+    else if (a == "--mmap") o.weights = GgufMemory::Map;
     else if (o.accel.parse_option(a, r)) continue;
     else throw UsageError("unknown option '" + a + "' (see tandem bench --help)");
   }
@@ -142,7 +144,7 @@ int cmd_bench(const Args& args) {
     std::fprintf(stderr, "tandem bench: %s\n", e.what());
     return 2;
   }
-  const auto model = Model::load(o.model_path, o.mmap ? GgufMemory::Map : GgufMemory::Read);
+  const auto model = Model::load(o.model_path, o.weights);
   const ModelSpec& spec = model->spec();
   const double size_gib = model->file().file_size() / 1073741824.0;
   const double gb_per_token = model->bytes_per_token() / 1e9;

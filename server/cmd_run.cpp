@@ -44,7 +44,8 @@ Parity checking:
 
 struct RunOptions {
   std::string model_path, prompt, dump_path;
-  bool have_prompt = false, mmap = false;
+  bool have_prompt = false;
+  GgufMemory weights = GgufMemory::Read;
   int32_t n_predict = 64;
   SamplingParams sampling;
   EngineOptions engine;
@@ -58,7 +59,7 @@ RunOptions parse(const Args& args) {
   while (!r.done()) {
     const std::string a = r.next();
     if (a == "-m" || a == "--model") o.model_path = r.value(a);
-    else if (a == "--mmap") o.mmap = true;
+    else if (a == "--mmap") o.weights = GgufMemory::Map;
     else if (a == "-p" || a == "--prompt") { o.prompt = r.value(a); o.have_prompt = true; }
     else if (a == "-n" || a == "--n-predict") o.n_predict = static_cast<int32_t>(r.int_value(a, 0, 1 << 20));
     else if (a == "--temp") o.sampling.temperature = static_cast<float>(r.float_value(a, 0, 100));
@@ -178,7 +179,7 @@ int cmd_run(const Args& args) {
     std::fprintf(stderr, "tandem run: %s\n", e.what());
     return 2;
   }
-  const auto model = Model::load(o.model_path, o.mmap ? GgufMemory::Map : GgufMemory::Read);
+  const auto model = Model::load(o.model_path, o.weights);
   o.accel.apply(o.engine, *model);
   int rc = 0;
   {

@@ -42,6 +42,19 @@ class RunCli : public testing::Test {
     return WEXITSTATUS(rc);
   }
 
+  // Logit dump of three prompt tokens and three greedy steps on the tiny model, run with
+  // `options`; `name` names the dump file.
+  static nlohmann::json dump_logits(const std::string& options, const std::string& name) {
+    std::string out, err;
+    const std::string dump = path(name);
+    const int rc = run("-m " + path("tiny.gguf") + " --prompt-tokens 12,7,99 -n 3 --temp 0 " +
+                           options + " --dump-logits " + dump,
+                       &out, &err);
+    EXPECT_EQ(rc, 0) << err;
+    std::ifstream in(dump);
+    return rc == 0 ? nlohmann::json::parse(in) : nlohmann::json();
+  }
+
   static fs::path dir_;
 };
 
@@ -59,25 +72,19 @@ TEST_F(RunCli, GeneratesTextAndReportsSpeed) {
 
 // Deferral is an approximation: the run still generates, with different logits.
 TEST_F(RunCli, ExpertDeferralChangesLogitsButRuns) {
-  std::string out, err;
-  const std::string plain = path("plain.json"), deferred = path("deferred.json");
-  const std::string base = "-m " + path("tiny.gguf") + " --prompt-tokens 12,7,99 -n 3 --temp 0 ";
-  ASSERT_EQ(run(base + "--dump-logits " + plain, &out, &err), 0) << err;
-  ASSERT_EQ(run(base + "--defer-experts 1 --dump-logits " + deferred, &out, &err), 0) << err;
-  std::ifstream a(plain), b(deferred);
-  const auto ja = nlohmann::json::parse(a), jb = nlohmann::json::parse(b);
-  EXPECT_NE(ja["cases"][0]["prompt_logits"], jb["cases"][0]["prompt_logits"]);
+  const nlohmann::json plain = dump_logits("", "plain.json");
+  const nlohmann::json deferred = dump_logits("--defer-experts 1", "deferred.json");
+  ASSERT_FALSE(plain.is_null());
+  ASSERT_FALSE(deferred.is_null());
+  EXPECT_NE(plain["cases"][0]["prompt_logits"], deferred["cases"][0]["prompt_logits"]);
 }
 
 // The weights read into memory (default) and mapped (--mmap) are the same bytes: same logits.
 TEST_F(RunCli, MappedAndReadWeightsGiveTheSameLogits) {
-  std::string out, err;
-  const std::string read = path("read.json"), mapped = path("mapped.json");
-  const std::string base = "-m " + path("tiny.gguf") + " --prompt-tokens 12,7,99 -n 3 --temp 0 ";
-  ASSERT_EQ(run(base + "--dump-logits " + read, &out, &err), 0) << err;
-  ASSERT_EQ(run(base + "--mmap --dump-logits " + mapped, &out, &err), 0) << err;
-  std::ifstream a(read), b(mapped);
-  EXPECT_EQ(nlohmann::json::parse(a), nlohmann::json::parse(b));
+  const nlohmann::json read = dump_logits("", "read.json");
+  const nlohmann::json mapped = dump_logits("--mmap", "mapped.json");
+  ASSERT_FALSE(read.is_null());
+  EXPECT_EQ(read, mapped);
 }
 
 TEST_F(RunCli, DumpsLogitsInTheReferenceLayout) {
