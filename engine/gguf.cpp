@@ -13,6 +13,7 @@
 #include <fstream>
 #include <mutex>
 #include <sstream>
+#include <stdexcept>
 #include <thread>
 
 namespace tandem {
@@ -242,7 +243,8 @@ uint64_t available_memory_bytes() {
   return 0;
 }
 
-std::unique_ptr<GgufFile> GgufFile::open(const std::string& path, GgufMemory memory) {
+std::unique_ptr<GgufFile> GgufFile::open(const std::string& path, GgufMemory memory,
+                                         bool writable) {
   std::unique_ptr<GgufFile> f(new GgufFile());
   f->path_ = path;
   f->fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -264,33 +266,49 @@ std::unique_ptr<GgufFile> GgufFile::open(const std::string& path, GgufMemory mem
                  path.c_str(), static_cast<unsigned long long>(f->size_ >> 20),
                  static_cast<unsigned long long>(available >> 20));
   }
-  if (f->memory_ == GgufMemory::Read) {
-    f->read_into_memory();
-  } else {
-    void* m = mmap(nullptr, f->size_, PROT_READ, MAP_SHARED, f->fd_, 0);
-    if (m == MAP_FAILED) throw GgufError(path + ": cannot mmap: " + std::strerror(errno));
-    f->region_ = m;
-    f->region_size_ = f->size_;
-    f->base_ = static_cast<const uint8_t*>(m);
-  }
+  // The header is parsed from a mapping in both cases: a bad file is rejected before anything
+  // is read, and a read copy can then be placed so that the data section starts on a cache line.
+  void* m = mmap(nullptr, f->size_, PROT_READ, MAP_SHARED, f->fd_, 0);
+  if (m == MAP_FAILED) throw GgufError(path + ": cannot mmap: " + std::strerror(errno));
+  f->region_ = m;
+  f->region_size_ = f->size_;
+  f->base_ = static_cast<const uint8_t*>(m);
   f->parse();
+  if (f->memory_ == GgufMemory::Read) f->read_into_memory();
+  if (!writable) f->seal();
   return f;
 }
 
+uint8_t* GgufFile::writable_data(const TensorView& t) {
+  if (memory_ != GgufMemory::Read || sealed_) {
+    throw std::logic_error(path_ + ": tensor '" + t.name + "' is not writable (" +
+                           (memory_ == GgufMemory::Read ? "sealed" : "mapped file") + ")");
+  }
+  return const_cast<uint8_t*>(t.data);  // points into region_, which this file owns
+}
+
+void GgufFile::seal() {
+  if (sealed_) return;
+  sealed_ = true;
+  mprotect(region_, region_size_, PROT_READ);  // weights are never written; a stray write faults
+}
+
 void GgufFile::read_into_memory() {
-  // Huge pages need 2 MiB-aligned addresses: over-allocate and start at the first boundary.
+  // Huge pages need 2 MiB-aligned addresses: over-allocate and start at the first boundary, plus
+  // the shift that puts the data section on a 64-byte line (files align it to 32 only). Split
+  // loads would otherwise cost the kernels that read weights one 64-byte vector at a time.
   constexpr uint64_t kHugePage = uint64_t{2} << 20;
-  region_size_ = (size_ + 2 * kHugePage - 1) / kHugePage * kHugePage;
-  void* m = mmap(nullptr, region_size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  const uint64_t shift = (64 - data_offset_ % 64) % 64;
+  const uint64_t region_size = (size_ + shift + 2 * kHugePage - 1) / kHugePage * kHugePage;
+  void* m = mmap(nullptr, region_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (m == MAP_FAILED) {
-    region_size_ = 0;
     throw GgufError(path_ + ": cannot allocate " + std::to_string(size_ >> 20) +
                     " MiB to read the file into: " + std::strerror(errno));
   }
-  region_ = m;
-  auto* dst = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(m) + kHugePage - 1) /
-                                         kHugePage * kHugePage);
-  madvise(dst, size_, MADV_HUGEPAGE);  // advice only: without THP the read still works
+  auto* huge = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(m) + kHugePage - 1) /
+                                          kHugePage * kHugePage);
+  madvise(huge, size_ + shift, MADV_HUGEPAGE);  // advice only: without THP the read still works
+  uint8_t* dst = huge + shift;
   // Pieces of 64 MiB read by several threads, which share the zeroing of fresh pages and the
   // copy (a one-token `tandem bench` of a 6.1 GB file on the 2-core development VM: 11.3 s
   // with one reader, 9.6 s with two).
@@ -324,9 +342,16 @@ void GgufFile::read_into_memory() {
   for (uint64_t t = 1; t < n_threads; ++t) readers.emplace_back(read_pieces);
   read_pieces();
   for (std::thread& r : readers) r.join();
-  if (!error.empty()) throw GgufError(error);
-  mprotect(m, region_size_, PROT_READ);  // weights are never written; a stray write faults
+  if (!error.empty()) {
+    munmap(m, region_size);
+    throw GgufError(error);
+  }
+  munmap(region_, region_size_);  // the header's mapping of the file
+  region_ = m;
+  region_size_ = region_size;
+  sealed_ = false;  // until seal()
   base_ = dst;
+  for (TensorView& t : tensors_) t.data = base_ + t.offset;
 }
 
 GgufFile::~GgufFile() {

@@ -100,8 +100,11 @@ uint64_t available_memory_bytes();
 class GgufFile {
  public:
   // Opens (maps or reads) and validates the file; throws GgufError naming what is wrong.
+  // A file read into memory stays writable until seal() when `writable` (weights rearranged at
+  // load, see Model::load); otherwise it is sealed here.
   static std::unique_ptr<GgufFile> open(const std::string& path,
-                                        GgufMemory memory = GgufMemory::Map);
+                                        GgufMemory memory = GgufMemory::Map,
+                                        bool writable = false);
   ~GgufFile();
   GgufFile(const GgufFile&) = delete;
   GgufFile& operator=(const GgufFile&) = delete;
@@ -138,6 +141,11 @@ class GgufFile {
   const std::vector<TensorView>& tensors() const { return tensors_; }
   const TensorView* find_tensor(std::string_view name) const;
 
+  // The bytes of `t` to rewrite in place: only for a Read file opened writable, before seal().
+  uint8_t* writable_data(const TensorView& t);
+  // Makes the weights read-only, so a stray write faults. Idempotent.
+  void seal();
+
  private:
   GgufFile() = default;
   void parse();
@@ -149,6 +157,7 @@ class GgufFile {
   uint64_t size_ = 0;
   GgufMemory memory_ = GgufMemory::Map;
   void* region_ = nullptr;  // the whole mapping (file or anonymous), for munmap
+  bool sealed_ = true;
   uint64_t region_size_ = 0;
   uint32_t version_ = 0;
   uint64_t alignment_ = 32;

@@ -26,7 +26,10 @@ TEST(GgufShared, ReadIntoMemoryEqualsTheMapping) {
   const auto read = GgufFile::open(path, GgufMemory::Read);
   ASSERT_EQ(read->memory(), GgufMemory::Read);
   EXPECT_EQ(mapped->memory(), GgufMemory::Map);
-  EXPECT_EQ(reinterpret_cast<uintptr_t>(read->mapping()) % (uintptr_t{2} << 20), 0u);
+  // The data section starts on a cache line, within the first 64 bytes of a huge page.
+  const auto data = reinterpret_cast<uintptr_t>(read->mapping() + read->data_offset());
+  EXPECT_EQ(data % 64, 0u);
+  EXPECT_LT(reinterpret_cast<uintptr_t>(read->mapping()) % (uintptr_t{2} << 20), 64u);
   ASSERT_EQ(read->file_size(), mapped->file_size());
   EXPECT_EQ(std::memcmp(read->mapping(), mapped->mapping(), read->file_size()), 0);
   EXPECT_EQ(read->metadata_keys(), mapped->metadata_keys());
@@ -37,6 +40,26 @@ TEST(GgufShared, ReadIntoMemoryEqualsTheMapping) {
     EXPECT_EQ(a.offset, b.offset);
     EXPECT_EQ(a.data - read->mapping(), b.data - mapped->mapping()) << a.name;
   }
+}
+
+// Only a read file opened writable can be rewritten, and only until it is sealed.
+TEST(GgufShared, WritableUntilSealed) {
+  TANDEM_REQUIRE_SHARED();
+  const std::string path = test::shared_path("models/tiny-qwen3moe-q8_0.gguf");
+  const auto sealed = GgufFile::open(path, GgufMemory::Read);
+  const TensorView& t = sealed->tensors().front();
+  EXPECT_THROW(sealed->writable_data(t), std::logic_error);
+  const auto mapped = GgufFile::open(path, GgufMemory::Map, true);
+  EXPECT_THROW(mapped->writable_data(mapped->tensors().front()), std::logic_error);
+  const auto open = GgufFile::open(path, GgufMemory::Read, true);
+  const TensorView& w = open->tensors().front();
+  uint8_t* bytes = open->writable_data(w);
+  EXPECT_EQ(bytes, w.data);
+  bytes[0] ^= 1;  // writable: no fault
+  bytes[0] ^= 1;
+  open->seal();
+  EXPECT_THROW(open->writable_data(w), std::logic_error);
+  EXPECT_EQ(std::memcmp(w.data, sealed->tensors().front().data, w.n_bytes), 0);
 }
 
 TEST(Gguf, FilesLargerThanTheAvailableMemoryAreMappedNotRead) {
