@@ -53,6 +53,8 @@ struct FastKernel {
   ActLayout layout;
   TileKernel run;
   const char* name;  // "avx512-vnni q8_0"
+  // Row ranges handed to run start at multiples of this (an interleaved layout's group).
+  int64_t row_block = 1;
 };
 
 // The fastest kernel for `type` on a CPU with `features`, or nullptr (reference path).

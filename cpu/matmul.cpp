@@ -7,6 +7,7 @@
 
 #include "cpu/arena.h"
 #include "cpu/cpu_features.h"
+#include "cpu/interleave.h"
 #include "cpu/kernels.h"
 #include "cpu/quant.h"
 
@@ -25,6 +26,20 @@ void check_matrix(const MatrixRef& w) {
                                 " is smaller than a row of " + std::to_string(w.n_cols) + " " +
                                 std::string(t.name) + " elements");
   }
+  if (is_interleaved(w.type) &&
+      (w.n_rows % kInterleaveRows != 0 || w.row_stride != row_bytes(w.type, w.n_cols))) {
+    throw std::invalid_argument("matmul: an interleaved " + std::string(t.name) +
+                                " matrix needs whole groups of packed rows, got " +
+                                std::to_string(w.n_rows) + " rows of stride " +
+                                std::to_string(w.row_stride));
+  }
+}
+
+// The file layout of an interleaved matrix, in memory owned by the caller (reference paths).
+MatrixRef deinterleaved(const MatrixRef& w, std::vector<uint8_t>& bytes) {
+  bytes.resize(static_cast<size_t>(w.n_rows * w.row_stride));
+  copy_rows_deinterleaved(w, 0, w.n_rows, bytes.data());
+  return MatrixRef{file_type_of(w.type), bytes.data(), w.n_rows, w.n_cols, w.row_stride};
 }
 
 // Scratch per calling thread and nesting depth, grown to the largest request and then reused:
@@ -97,13 +112,21 @@ void matmul_fast(const FastKernel& k, const MatrixRef& w, const float* x, int64_
   }
   auto run = [&](int64_t lo, int64_t hi) { k.run(w, act, lo, hi, 0, n_tokens, y, w.n_rows); };
   if (n_threads == 1) return run(0, w.n_rows);
-  arena->parallel_for(0, w.n_rows, row_grain(w.n_rows, n_threads), run);
+  // The loop runs over the kernel's row blocks: parallel_for halves ranges, so only whole
+  // units keep every chunk on a block boundary.
+  const int64_t rb = k.row_block, n_blocks = (w.n_rows + rb - 1) / rb;
+  arena->parallel_for(0, n_blocks, std::max<int64_t>(1, row_grain(w.n_rows, n_threads) / rb),
+                      [&](int64_t lo, int64_t hi) { run(lo * rb, std::min(hi * rb, w.n_rows)); });
 }
 
 }  // namespace
 
 void matmul_ref(const MatrixRef& w, const float* x, int64_t n_tokens, float* y) {
   check_matrix(w);
+  if (is_interleaved(w.type)) {
+    std::vector<uint8_t> bytes;
+    return matmul_ref(deinterleaved(w, bytes), x, n_tokens, y);
+  }
   const DepthGuard depth;
   int64_t act_stride = 0;
   const uint8_t* act = quantize_activations(w, x, n_tokens, &act_stride);
@@ -116,6 +139,10 @@ void matmul(const MatrixRef& w, const float* x, int64_t n_tokens, float* y, CpuA
   const DepthGuard depth;
   if (const FastKernel* k = find_fast_kernel(w.type, cpu_features())) {
     return matmul_fast(*k, w, x, n_tokens, y, arena);
+  }
+  if (is_interleaved(w.type)) {  // no kernel for the layout here: compute from the file layout
+    std::vector<uint8_t> bytes;
+    return matmul(deinterleaved(w, bytes), x, n_tokens, y, arena);
   }
   int64_t act_stride = 0;
   const uint8_t* act = quantize_activations(w, x, n_tokens, &act_stride);
@@ -185,6 +212,7 @@ void matmul_many(std::span<const MatmulJob> jobs, CpuArena* arena) {
   // Rows of all jobs in chunks: about 8 per thread over the whole batch, in 16-row blocks.
   int64_t total_rows = 0;
   for (const MatmulJob& job : jobs) total_rows += job.n_tokens > 0 ? job.w.n_rows : 0;
+  // 16 is also the largest FastKernel::row_block, so chunks start at whole row blocks.
   const int64_t grain = std::max<int64_t>(16, (total_rows / (8 * n_threads) + 15) / 16 * 16);
   struct Chunk {
     size_t job;

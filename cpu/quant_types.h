@@ -9,7 +9,8 @@
 
 namespace tandem {
 
-// Values are the on-disk ggml type ids.
+// Values are the on-disk ggml type ids, except Tandem's in-memory layouts (ids from
+// kFirstMemoryLayoutId), which no file holds.
 enum class GgmlType : uint32_t {
   F32 = 0,
   F16 = 1,
@@ -27,7 +28,12 @@ enum class GgmlType : uint32_t {
   Q8_K = 15,
   BF16 = 30,
   MXFP4 = 39,
+  // Q4_K rows rearranged at load in groups of 16 rows (cpu/interleave.h): the same blocks and
+  // bytes, interleaved 4 bytes at a time so that the CPU kernels read 16 rows as one stream.
+  Q4_K_X16 = 1012,
 };
+
+inline constexpr uint32_t kFirstMemoryLayoutId = 1000;
 
 struct TypeTraits {
   GgmlType type;
@@ -37,12 +43,13 @@ struct TypeTraits {
   bool supported;          // Tandem can dequantize and compute with it
 };
 
-// Traits of a known type id, or nullopt for an id Tandem does not know.
+// Traits of a known file type id, or nullopt for an id Tandem does not know (memory layout ids
+// included: a file that names one is invalid).
 std::optional<TypeTraits> type_traits(uint32_t type_id);
 // Traits of a known type (throws std::logic_error for an unknown enum value).
 const TypeTraits& traits(GgmlType type);
 std::string_view type_name(GgmlType type);
-// Parses "q8_0", "Q4_K", "bf16" ...; nullopt when unknown.
+// Parses a file type name: "q8_0", "Q4_K", "bf16" ...; nullopt when unknown.
 std::optional<GgmlType> parse_type_name(std::string_view name);
 
 // Bytes of a row of n_elems elements; n_elems must be a multiple of the block size.

@@ -1,9 +1,12 @@
 #include "engine/model.h"
 
 #include <array>
+#include <atomic>
 #include <initializer_list>
 #include <sstream>
+#include <thread>
 
+#include "cpu/interleave.h"
 #include "engine/tokenizer.h"
 
 namespace tandem {
@@ -173,9 +176,10 @@ bool is_supported_architecture(const std::string& arch) { return find_arch(arch)
 
 Model::~Model() = default;
 
-std::unique_ptr<Model> Model::load(const std::string& path, GgufMemory memory) {
+std::unique_ptr<Model> Model::load(const std::string& path, GgufMemory memory,
+                                   WeightLayout layout) {
   std::unique_ptr<Model> m(new Model());
-  m->file_ = GgufFile::open(path, memory);
+  m->file_ = GgufFile::open(path, memory, layout == WeightLayout::Cpu);
   const GgufFile& f = *m->file_;
   const std::string arch = f.get_string("general.architecture");
   const ArchTraits* a = find_arch(arch);
@@ -202,7 +206,41 @@ std::unique_ptr<Model> Model::load(const std::string& path, GgufMemory memory) {
     throw ModelError(path + ": tokenizer has " + std::to_string(m->tokenizer_->n_vocab()) +
                      " tokens but token_embd has " + std::to_string(s.n_vocab) + " rows");
   }
+  if (layout == WeightLayout::Cpu && m->file_->memory() == GgufMemory::Read) {
+    m->interleave_for_cpu(*m->file_);
+  }
+  m->file_->seal();
   return m;
+}
+
+void Model::interleave_for_cpu(GgufFile& file) {
+  // Matrices only ever multiplied (token_embd is read by rows, so it and a tied output stay).
+  std::vector<TensorView*> matrices;
+  auto consider = [&](TensorView& t) {
+    if (t.data == nullptr || t.data == token_embd_.data) return;
+    if (worth_interleaving(t.type, t.ne[1])) matrices.push_back(&t);
+  };
+  consider(output_);
+  for (LayerWeights& w : layers_) {
+    for (TensorView* t : {&w.wq, &w.wk, &w.wv, &w.wo, &w.gate_exps, &w.up_exps, &w.down_exps,
+                          &w.gate_shexp, &w.up_shexp, &w.down_shexp}) {
+      consider(*t);
+    }
+  }
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t i = next++; i < matrices.size(); i = next++) {
+      TensorView& t = *matrices[i];
+      interleave_rows(t.type, file.writable_data(t), t.ne[1] * t.ne[2] * t.ne[3], t.ne[0]);
+    }
+  };
+  std::vector<std::thread> helpers;
+  const unsigned n_threads = std::max(1u, std::thread::hardware_concurrency());
+  for (unsigned i = 1; i < std::min<size_t>(n_threads, matrices.size()); ++i) helpers.emplace_back(work);
+  work();
+  for (std::thread& h : helpers) h.join();
+  for (TensorView* t : matrices) t->type = *interleaved_type(t->type);
+  n_interleaved_ = static_cast<int32_t>(matrices.size());
 }
 
 uint64_t Model::bytes_per_token() const {

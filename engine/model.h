@@ -61,12 +61,20 @@ struct LayerWeights {
   TensorView down_shexp;                // [n_ff_shared, n_embd]
 };
 
+// How weight matrices are laid out in memory once loaded.
+//  File: as in the file. Needed when an accelerator takes weights (uploads copy file bytes).
+//  Cpu:  matrices the CPU kernels stream faster in another layout are rearranged in place
+//        (cpu/interleave.h: Q4_K rows interleaved 16 at a time), one copy, same size. Only a
+//        file read into memory is rearranged; a mapped file stays as it is.
+enum class WeightLayout { File, Cpu };
+
 class Model {
  public:
   // Opens, validates and reads (or maps, see GgufMemory) the file; builds the tokenizer. Throws
   // GgufError / ModelError naming the file and what is wrong (unknown architecture, missing
   // tensor, bad shape...).
-  static std::unique_ptr<Model> load(const std::string& path, GgufMemory memory = GgufMemory::Read);
+  static std::unique_ptr<Model> load(const std::string& path, GgufMemory memory = GgufMemory::Read,
+                                     WeightLayout layout = WeightLayout::File);
   ~Model();
 
   const ModelSpec& spec() const { return spec_; }
@@ -78,6 +86,8 @@ class Model {
   const std::vector<LayerWeights>& layers() const { return layers_; }
   // Bytes of weights one decoded token reads: dense weights + n_expert_used experts per layer.
   uint64_t bytes_per_token() const;
+  // Weight matrices rearranged for the CPU at load (WeightLayout::Cpu), 0 otherwise.
+  int32_t n_interleaved() const { return n_interleaved_; }
 
  private:
   Model() = default;
@@ -86,6 +96,9 @@ class Model {
   ModelSpec spec_;
   TensorView token_embd_, output_norm_, output_;
   std::vector<LayerWeights> layers_;
+  int32_t n_interleaved_ = 0;
+
+  void interleave_for_cpu(GgufFile& file);
 };
 
 // Architectures the engine implements ("qwen3moe", "qwen2moe", "llama" with experts, "olmoe").

@@ -32,7 +32,7 @@ constexpr const char* kHelp = R"(usage: tandem bench -m MODEL [options]
   -o, --output md|json table (default) or llama-bench's JSON keys
   --kv-type f32|f16    KV cache element type (default f32)
   --mmap               map the GGUF file instead of reading it into (huge-page) memory:
-                       faster start, slower decode
+                       faster start, slower decode (Q4_K also stays in the file's layout)
   --roofline           also print weight bytes read per token, achieved GB/s and the fraction
                        of this machine's read bandwidth (measured here with all threads,
                        right before and right after each generation test; the higher counts)
@@ -144,7 +144,7 @@ int cmd_bench(const Args& args) {
     std::fprintf(stderr, "tandem bench: %s\n", e.what());
     return 2;
   }
-  const auto model = Model::load(o.model_path, o.weights);
+  const auto model = Model::load(o.model_path, o.weights, o.accel.weight_layout());
   const ModelSpec& spec = model->spec();
   const double size_gib = model->file().file_size() / 1073741824.0;
   const double gb_per_token = model->bytes_per_token() / 1e9;

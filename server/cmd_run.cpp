@@ -32,7 +32,7 @@ Generates text, streaming it to stdout, then prints prompt and generation tokens
   -c, --ctx-size N        context length (default 4096)
   --kv-type f32|f16       KV cache element type (default f32)
   --mmap                  map the GGUF file instead of reading it into (huge-page) memory:
-                          faster start, slower decode
+                          faster start, slower decode (Q4_K also stays in the file's layout)
 %s
 Parity checking:
   --prompt-tokens 12,7,99 process these ids as one batch (repeat the option for more cases)
@@ -179,7 +179,7 @@ int cmd_run(const Args& args) {
     std::fprintf(stderr, "tandem run: %s\n", e.what());
     return 2;
   }
-  const auto model = Model::load(o.model_path, o.weights);
+  const auto model = Model::load(o.model_path, o.weights, o.accel.weight_layout());
   o.accel.apply(o.engine, *model);
   int rc = 0;
   {

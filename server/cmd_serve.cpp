@@ -125,7 +125,8 @@ Backend load_backend(ServeConfig& c, AcceleratorSetup accel, HttpServer& http) {
   b.accel = std::move(accel);
   const bool demo = c.model.path.empty();
   if (demo) c.model.path = demo_model_path();
-  b.model = Model::load(c.model.path, c.model.mmap ? GgufMemory::Map : GgufMemory::Read);
+  b.model = Model::load(c.model.path, c.model.mmap ? GgufMemory::Map : GgufMemory::Read,
+                        b.accel.weight_layout());
   if (demo) {
     std::fprintf(
         stderr,

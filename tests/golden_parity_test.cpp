@@ -9,6 +9,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "cpu/cpu_features.h"
 #include "engine/engine.h"
 #include "engine/logit_case.h"
 #include "engine/model.h"
@@ -24,10 +25,12 @@ struct GoldenSpec {
   double min_within;  // fraction of rows within tol
   double max_any;     // no row may exceed this
   KvType kv;
+  WeightLayout layout = WeightLayout::File;
 };
 
 std::string name_of(const testing::TestParamInfo<GoldenSpec>& info) {
-  std::string n = info.param.dir + "_" + info.param.model;
+  std::string n = info.param.dir + "_" + info.param.model +
+                  (info.param.layout == WeightLayout::Cpu ? "_cpu_layout" : "");
   std::replace_if(n.begin(), n.end(), [](char c) { return !std::isalnum(static_cast<unsigned char>(c)); }, '_');
   return n;
 }
@@ -55,7 +58,9 @@ std::pair<double, int> top_gap(const nlohmann::json& row) {
   return {best - second, arg};
 }
 
-void PrintTo(const GoldenSpec& g, std::ostream* os) { *os << g.dir << "/" << g.model; }
+void PrintTo(const GoldenSpec& g, std::ostream* os) {
+  *os << g.dir << "/" << g.model << (g.layout == WeightLayout::Cpu ? " (CPU layout)" : "");
+}
 
 class GoldenParity : public testing::TestWithParam<GoldenSpec> {};
 
@@ -65,7 +70,11 @@ TEST_P(GoldenParity, TeacherForcedLogits) {
   std::ifstream in(test::shared_path(g.dir + "/" + g.model + ".json"));
   ASSERT_TRUE(in) << "missing golden file for " << g.model;
   const nlohmann::json golden = nlohmann::json::parse(in);
-  const auto model = Model::load(test::shared_path("models/" + g.model + ".gguf"));
+  const auto model =
+      Model::load(test::shared_path("models/" + g.model + ".gguf"), GgufMemory::Read, g.layout);
+  if (g.layout == WeightLayout::Cpu && cpu_features().has_avx512_kernels()) {
+    EXPECT_GT(model->n_interleaved(), 0) << "no matrix was rearranged: the test would not cover it";
+  }
   EngineOptions opts;
   opts.n_ctx = 512;
   opts.kv_type = g.kv;
@@ -114,6 +123,8 @@ INSTANTIATE_TEST_SUITE_P(
                     GoldenSpec{"golden", "tiny-qwen3moe-q8_0", 0.05, 0.75, 0.3, KvType::F16},
                     GoldenSpec{"golden", "tiny-qwen3moe-q4_0", 0.05, 0.75, 0.3, KvType::F16},
                     GoldenSpec{"golden", "tiny-qwen3moe-q4_k_m", 0.08, 0.75, 0.3, KvType::F16},
+                    GoldenSpec{"golden", "tiny-qwen3moe-q4_k_m", 0.08, 0.75, 0.3, KvType::F16,
+                               WeightLayout::Cpu},
                     GoldenSpec{"golden", "tiny-qwen3moe-q6_k", 0.08, 0.75, 0.3, KvType::F16},
                     GoldenSpec{"golden", "tiny-qwen2moe-f16", 5e-3, 0.75, 0.3, KvType::F16},
                     GoldenSpec{"golden", "tiny-mixtral-f16", 5e-3, 0.75, 0.3, KvType::F16},
@@ -130,7 +141,9 @@ INSTANTIATE_TEST_SUITE_P(
     Exact, GoldenParity,
     testing::Values(GoldenSpec{"golden-exact", "tiny-qwen3moe-f32", 1e-4, 0.95, 0.3, KvType::F32},
                     GoldenSpec{"golden-exact", "tiny-qwen3moe-q8_0", 1e-4, 0.75, 0.3, KvType::F32},
-                    GoldenSpec{"golden-exact", "tiny-qwen3moe-q4_k_m", 1e-4, 0.75, 0.3, KvType::F32}),
+                    GoldenSpec{"golden-exact", "tiny-qwen3moe-q4_k_m", 1e-4, 0.75, 0.3, KvType::F32},
+                    GoldenSpec{"golden-exact", "tiny-qwen3moe-q4_k_m", 1e-4, 0.75, 0.3, KvType::F32,
+                               WeightLayout::Cpu}),
     name_of);
 
 // The prompt as one batch and the same tokens one at a time give the same logits.

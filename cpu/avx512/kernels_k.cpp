@@ -15,6 +15,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "cpu/avx512/q4_k_strip.h"
 #include "cpu/avx512/simd512.h"
 #include "cpu/avx512/strip_driver.h"
 #include "cpu/kernels.h"
@@ -225,104 +226,21 @@ struct Q6_KRow {
   }
 };
 
-// Q4_K with several tokens: 16 rows at a time, as for Q8_0 (kernels_q8.cpp). Each
-// super-block of the 16 rows is transposed once: per 32-element sub-block (in the activations'
-// permuted order) 8 vectors whose int32 lane r holds 4 quants of row r as bytes, the 16 rows' 6-bit
-// scales, the mins as int16 pairs, and d/dmin. Per token, vpdpbusd with broadcast activation
-// quants gives exact per-sub-block sums for 16 rows; scales and mins are applied in int32 and
-// one float step per super-block follows. Results do not depend on how work is split.
-constexpr int64_t kK4StripVectors = 64 + 8 + 4 + 2;  // quants, scales, min pairs, d/dmin
+// Q4_K strips gathered from 16 rows of the file layout (q4_k_strip.h has the format).
+struct GatheredK4Rows {
+  const uint8_t* base;
+  __m512i offsets;
+  __mmask16 valid;
+  __m512i word(int64_t i, int64_t offset) const {
+    return _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), valid, offsets,
+                                       base + i * static_cast<int64_t>(sizeof(BlockQ4K)) + offset, 1);
+  }
+};
 
 void pack_q4_k_strip(const MatrixRef& m, int64_t r0, __mmask16 valid, int64_t nb, uint8_t* buf) {
-  auto* out = reinterpret_cast<__m512i*>(buf);
-  static constexpr int kPerm[8] = {0, 2, 1, 3, 4, 6, 5, 7};
-  const __m512i offsets =
-      _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                         _mm512_set1_epi32(static_cast<int32_t>(m.row_stride)));
-  const auto* base = static_cast<const uint8_t*>(m.data) + r0 * m.row_stride;
-  const __m512i zero = _mm512_setzero_si512();
-  const __m512i nib = _mm512_set1_epi8(0x0F);
-  const __m512i six = _mm512_set1_epi32(63), four = _mm512_set1_epi32(15),
-                two = _mm512_set1_epi32(3);
-  for (int64_t i = 0; i < nb; ++i) {
-    const auto* blk = base + i * static_cast<int64_t>(sizeof(BlockQ4K));
-    __m512i* o = out + i * kK4StripVectors;
-    for (int p = 0; p < 8; ++p) {
-      const int sb = kPerm[p];
-      const uint8_t* qs = blk + offsetof(BlockQ4K, qs) + 32 * (sb / 2);
-      for (int g = 0; g < 8; ++g) {
-        const __m512i v = _mm512_mask_i32gather_epi32(zero, valid, offsets, qs + 4 * g, 1);
-        __m512i q = _mm512_and_si512(sb % 2 ? _mm512_srli_epi16(v, 4) : v, nib);
-        o[8 * p + g] = q;
-      }
-    }
-    const uint8_t* sc = blk + offsetof(BlockQ4K, scales);
-    const __m512i a = _mm512_mask_i32gather_epi32(zero, valid, offsets, sc, 1);
-    const __m512i b = _mm512_mask_i32gather_epi32(zero, valid, offsets, sc + 4, 1);
-    const __m512i c = _mm512_mask_i32gather_epi32(zero, valid, offsets, sc + 8, 1);
-    __m512i scale[8], min[8];
-    for (int j = 0; j < 4; ++j) {
-      scale[j] = _mm512_and_si512(_mm512_srli_epi32(a, 8 * j), six);
-      min[j] = _mm512_and_si512(_mm512_srli_epi32(b, 8 * j), six);
-      scale[j + 4] = _mm512_or_si512(
-          _mm512_and_si512(_mm512_srli_epi32(c, 8 * j), four),
-          _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(a, 8 * j + 6), two), 4));
-      min[j + 4] = _mm512_or_si512(
-          _mm512_and_si512(_mm512_srli_epi32(c, 8 * j + 4), four),
-          _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(b, 8 * j + 6), two), 4));
-    }
-    for (int p = 0; p < 8; ++p) o[64 + p] = scale[kPerm[p]];
-    // int16 pairs (min 2q, min 2q+1) per lane, against the activations' natural-order sums.
-    for (int q = 0; q < 4; ++q)
-      o[72 + q] = _mm512_or_si512(min[2 * q], _mm512_slli_epi32(min[2 * q + 1], 16));
-    const __m512i dd = _mm512_mask_i32gather_epi32(zero, valid, offsets, blk, 1);
-    o[76] = _mm512_castps_si512(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(dd)));
-    o[77] = _mm512_castps_si512(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dd, 16))));
-  }
-}
-
-template <int NT>
-void q4_k_strip_tokens(const uint8_t* buf, int64_t nb, const ActPack& a, int64_t t0,
-                       __mmask16 valid, float* y, int64_t y_stride) {
-  const auto* strip = reinterpret_cast<const __m512i*>(buf);
-  __m512 acc[NT];
-  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
-  for (int64_t i = 0; i < nb; ++i) {
-    const __m512i* o = strip + i * kK4StripVectors;
-    __m512i scaled[NT], mins[NT];
-    for (int t = 0; t < NT; ++t) scaled[t] = mins[t] = _mm512_setzero_si512();
-    for (int p = 0; p < 8; ++p) {
-      __m512i sum[NT];
-      for (int t = 0; t < NT; ++t) sum[t] = _mm512_setzero_si512();
-      for (int g = 0; g < 8; ++g) {
-        const __m512i w = _mm512_load_si512(o + 8 * p + g);
-        for (int t = 0; t < NT; ++t) {
-          int32_t four;
-          std::memcpy(&four, a.q + (t0 + t) * a.q_stride + i * kQKK + 32 * p + 4 * g, 4);
-          sum[t] = _mm512_dpbusd_epi32(sum[t], w, _mm512_set1_epi32(four));
-        }
-      }
-      const __m512i sc = _mm512_load_si512(o + 64 + p);
-      for (int t = 0; t < NT; ++t)
-        scaled[t] = _mm512_add_epi32(scaled[t], _mm512_mullo_epi32(sum[t], sc));
-    }
-    for (int q = 0; q < 4; ++q) {
-      const __m512i mp = _mm512_load_si512(o + 72 + q);
-      for (int t = 0; t < NT; ++t) {
-        int32_t pair;
-        std::memcpy(&pair, a.sums + (t0 + t) * a.sums_stride + i * 8 + 2 * q, 4);
-        mins[t] = _mm512_dpwssd_epi32(mins[t], mp, _mm512_set1_epi32(pair));
-      }
-    }
-    const __m512 d = _mm512_castsi512_ps(_mm512_load_si512(o + 76));
-    const __m512 dmin = _mm512_castsi512_ps(_mm512_load_si512(o + 77));
-    for (int t = 0; t < NT; ++t) {
-      const __m512 da = _mm512_set1_ps(a.d[(t0 + t) * a.d_stride + i]);
-      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(scaled[t]), _mm512_mul_ps(d, da), acc[t]);
-      acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(mins[t]), _mm512_mul_ps(dmin, da), acc[t]);
-    }
-  }
-  for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + (t0 + t) * y_stride, valid, acc[t]);
+  const GatheredK4Rows rows{static_cast<const uint8_t*>(m.data) + r0 * m.row_stride,
+                            strip_row_offsets(m.row_stride), valid};
+  expand_q4_k_strip(rows, nb, buf);
 }
 
 struct Q4_KStrip {

@@ -1,0 +1,145 @@
+// AVX-512 kernel for Q4_K_X16 (cpu/interleave.h): Q4_K with 16 rows interleaved 4 bytes at a time.
+// Every vector load brings the same 4-byte word of 16 rows, so one token is computed for 16 rows
+// at once as the many-token strips are (q4_k_strip.h) without transposing anything: per
+// super-block, 36 loads, the 16 rows' scales decoded together and one vpdpbusd per 4 activation
+// values. The row kernel spends about twice the core time per byte, which made Q4_K decode
+// core-bound. Each token's arithmetic is the strips' (integer sums are exact, the float step is
+// shared), so results do not depend on the token count or on how rows are split.
+// GCC 12's AVX-512 headers trip -Wmaybe-uninitialized in their own cast helpers.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "cpu/avx512/q4_k_strip.h"
+#include "cpu/avx512/strip_driver.h"
+#include "cpu/interleave.h"
+#include "cpu/kernels.h"
+#include "cpu/quant_blocks.h"
+#include "cpu/tile_driver.h"
+
+namespace tandem {
+namespace {
+
+constexpr int64_t kWordsPerBlock = sizeof(BlockQ4K) / 4;  // 36 vectors per super-block
+constexpr int64_t kGroupBlockBytes = kWordsPerBlock * 64;
+
+// Byte `offset` of a row's block (a multiple of 4) sits, for the 16 rows of a group, in one
+// vector at offset * 16 from the block's start in the group.
+inline const uint8_t* word_address(const uint8_t* group_block, int64_t offset) {
+  return group_block + static_cast<uint64_t>(offset) * kInterleaveRows;
+}
+
+struct InterleavedK4Rows {
+  const uint8_t* group;
+  __m512i word(int64_t i, int64_t offset) const {
+    return _mm512_loadu_si512(word_address(group + i * kGroupBlockBytes, offset));
+  }
+};
+
+// Decode streams the group once; like the row kernels (tile_driver.h), each line it reads asks
+// for the line kStreamAheadBytes further on, which keeps enough requests in flight.
+inline __m512i stream_word(const uint8_t* group_block, int64_t offset) {
+  const uint8_t* p = word_address(group_block, offset);
+  __builtin_prefetch(p + kStreamAheadBytes, 0, 3);
+  return _mm512_loadu_si512(p);
+}
+
+// NT tokens against one group of 16 interleaved rows, straight from the weights.
+template <int NT>
+void q4_k_x16_tokens(const uint8_t* group, int64_t nb, const ActPack& a, int64_t t0, float* y,
+                     int64_t y_stride) {
+  const __m512i nib = _mm512_set1_epi8(0x0F);
+  __m512 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+  for (int64_t i = 0; i < nb; ++i) {
+    const uint8_t* blk = group + i * kGroupBlockBytes;
+    const int64_t sc = offsetof(BlockQ4K, scales);
+    __m512i scale[8], min[8];
+    k4_scales_mins(stream_word(blk, sc), stream_word(blk, sc + 4), stream_word(blk, sc + 8), scale,
+                   min);
+    __m512i scaled[NT], mins[NT];
+    for (int t = 0; t < NT; ++t) scaled[t] = mins[t] = _mm512_setzero_si512();
+      // Bytes 32c..32c+31 of qs: low nibbles are sub-block 2c, high nibbles sub-block 2c+1.
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; ++c) {
+      const int p_lo = kK4Perm[2 * c], p_hi = kK4Perm[2 * c + 1];
+      __m512i sum_lo[NT], sum_hi[NT];
+      for (int t = 0; t < NT; ++t) sum_lo[t] = sum_hi[t] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+      for (int g = 0; g < 8; ++g) {
+        const __m512i v = stream_word(blk, offsetof(BlockQ4K, qs) + 32 * c + 4 * g);
+        const __m512i lo = _mm512_and_si512(v, nib);
+        const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), nib);
+        for (int t = 0; t < NT; ++t) {
+          const uint8_t* aq = a.q + (t0 + t) * a.q_stride + i * kQKK + 4 * g;
+          int32_t four_lo, four_hi;
+          std::memcpy(&four_lo, aq + 32 * p_lo, 4);
+          std::memcpy(&four_hi, aq + 32 * p_hi, 4);
+          sum_lo[t] = _mm512_dpbusd_epi32(sum_lo[t], lo, _mm512_set1_epi32(four_lo));
+          sum_hi[t] = _mm512_dpbusd_epi32(sum_hi[t], hi, _mm512_set1_epi32(four_hi));
+        }
+      }
+      for (int t = 0; t < NT; ++t) {
+        scaled[t] = _mm512_add_epi32(scaled[t], _mm512_mullo_epi32(sum_lo[t], scale[2 * c]));
+        scaled[t] = _mm512_add_epi32(scaled[t], _mm512_mullo_epi32(sum_hi[t], scale[2 * c + 1]));
+      }
+    }
+    for (int q = 0; q < 4; ++q) {
+      const __m512i mp = k4_min_pair(min, q);
+      for (int t = 0; t < NT; ++t) {
+        int32_t pair;
+        std::memcpy(&pair, a.sums + (t0 + t) * a.sums_stride + i * 8 + 2 * q, 4);
+        mins[t] = _mm512_dpwssd_epi32(mins[t], mp, _mm512_set1_epi32(pair));
+      }
+    }
+    const __m512i dd = stream_word(blk, 0);
+    const __m512 d = k4_d(dd), dmin = k4_dmin(dd);
+    for (int t = 0; t < NT; ++t)
+      acc[t] = k4_accumulate(acc[t], scaled[t], mins[t], d, dmin, a.d[(t0 + t) * a.d_stride + i]);
+  }
+  for (int t = 0; t < NT; ++t) _mm512_storeu_ps(y + (t0 + t) * y_stride, acc[t]);
+}
+
+// Rows [r_lo, r_hi) are whole groups (the matmul drivers split at FastKernel::row_block).
+void run_q4_k_x16(const MatrixRef& w, const ActPack& a, int64_t r_lo, int64_t r_hi, int64_t t_lo,
+                  int64_t t_hi, float* y, int64_t y_stride) {
+  if (r_lo % kInterleaveRows != 0 || r_hi % kInterleaveRows != 0) {
+    throw std::logic_error("q4_K x16 kernel: rows [" + std::to_string(r_lo) + ", " +
+                           std::to_string(r_hi) + ") split an interleaved group");
+  }
+  const int64_t nb = w.n_cols / kQKK;
+  const auto* base = static_cast<const uint8_t*>(w.data);
+  // Many tokens: each group is expanded once (no gathers needed) and reused by every token tile.
+  uint8_t* buf = t_hi - t_lo >= kStripMinTokens ? strip_buffer(nb * kK4StripVectors * 64) : nullptr;
+  for (int64_t r0 = r_lo; r0 < r_hi; r0 += kInterleaveRows) {
+    const uint8_t* group = base + r0 * w.row_stride;
+    float* yr = y + r0;
+    int64_t t = t_lo;
+    if (buf) {
+      expand_q4_k_strip(InterleavedK4Rows{group}, nb, buf);
+      for (; t + 4 <= t_hi; t += 4) q4_k_strip_tokens<4>(buf, nb, a, t, 0xFFFF, yr, y_stride);
+      for (; t < t_hi; ++t) q4_k_strip_tokens<1>(buf, nb, a, t, 0xFFFF, yr, y_stride);
+      continue;
+    }
+    for (; t + 4 <= t_hi; t += 4) q4_k_x16_tokens<4>(group, nb, a, t, yr, y_stride);
+    for (; t < t_hi; ++t) q4_k_x16_tokens<1>(group, nb, a, t, yr, y_stride);
+  }
+}
+
+const FastKernel kQ4_K_X16{ActLayout::Q8_K_PERM, run_q4_k_x16, "avx512-vnni q4_K x16",
+                           kInterleaveRows};
+
+}  // namespace
+
+const FastKernel* avx512_q4_k_x16_kernel() {
+  return &kQ4_K_X16;
+}
+
+}  // namespace tandem

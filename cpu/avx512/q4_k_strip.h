@@ -1,0 +1,135 @@
+// Q4_K for 16 rows at a time, shared by the file-layout kernels (kernels_k.cpp: strips gathered
+// from 16 rows for products of many tokens) and the interleaved layout (kernels_q4_k_x16.cpp).
+// Each super-block of 16 rows becomes, per 32-element sub-block (in the activations' permuted
+// order), 8 vectors whose int32 lane r holds 4 quants of row r as bytes, the 16 rows' 6-bit
+// scales, the mins as int16 pairs, and d/dmin. Per token, vpdpbusd with broadcast activation
+// quants gives exact per-sub-block sums for 16 rows; scales and mins are applied in int32 and
+// one float step per super-block follows. Results do not depend on how work is split.
+// Included only from cpu/avx512/*.cpp (unnamed namespace, as tile_driver.h explains).
+#pragma once
+
+#include <immintrin.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "cpu/kernels.h"
+#include "cpu/quant_blocks.h"
+
+namespace tandem {
+namespace {
+
+constexpr int64_t kK4StripVectors = 64 + 8 + 4 + 2;  // quants, scales, min pairs, d/dmin
+// Sub-block held by each 32-element chunk of ActLayout::Q8_K_PERM activations (its own inverse).
+constexpr int kK4Perm[8] = {0, 2, 1, 3, 4, 6, 5, 7};
+
+// The eight 6-bit scales and mins of 16 rows from the three 4-byte words a, b, c of their packed
+// scale bytes (see k4_scale_min): scales 0-3 = a & 63, scales 4-7 = (c & 15) | (a >> 6) << 4,
+// mins 0-3 = b & 63, mins 4-7 = (c >> 4) | (b >> 6) << 4, bytewise; one int32 lane per row.
+inline void k4_scales_mins(__m512i a, __m512i b, __m512i c, __m512i* scale, __m512i* min) {
+  const __m512i six = _mm512_set1_epi32(63), four = _mm512_set1_epi32(15),
+                two = _mm512_set1_epi32(3);
+  for (int j = 0; j < 4; ++j) {
+    scale[j] = _mm512_and_si512(_mm512_srli_epi32(a, 8 * j), six);
+    min[j] = _mm512_and_si512(_mm512_srli_epi32(b, 8 * j), six);
+    scale[j + 4] = _mm512_or_si512(
+        _mm512_and_si512(_mm512_srli_epi32(c, 8 * j), four),
+        _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(a, 8 * j + 6), two), 4));
+    min[j + 4] = _mm512_or_si512(
+        _mm512_and_si512(_mm512_srli_epi32(c, 8 * j + 4), four),
+        _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(b, 8 * j + 6), two), 4));
+  }
+}
+
+// int16 pairs (min 2q, min 2q+1) per lane, against the activations' natural-order sums.
+inline __m512i k4_min_pair(const __m512i* min, int q) {
+  return _mm512_or_si512(min[2 * q], _mm512_slli_epi32(min[2 * q + 1], 16));
+}
+
+// d (low half) and dmin (high half) of the block's first 4-byte word, as floats.
+inline __m512 k4_d(__m512i dd) {
+  return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dd));
+}
+inline __m512 k4_dmin(__m512i dd) {
+  return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dd, 16)));
+}
+
+// Expands blocks [0, nb) of 16 rows into buf. `rows.word(i, offset)` gives, in lane r, the
+// 4-byte word at byte `offset` of row r's block i (offsets are multiples of 4).
+template <class Rows>
+void expand_q4_k_strip(const Rows& rows, int64_t nb, uint8_t* buf) {
+  auto* out = reinterpret_cast<__m512i*>(buf);
+  const __m512i nib = _mm512_set1_epi8(0x0F);
+  for (int64_t i = 0; i < nb; ++i) {
+    __m512i* o = out + i * kK4StripVectors;
+    for (int p = 0; p < 8; ++p) {
+      const int sb = kK4Perm[p];
+      const int64_t qs = offsetof(BlockQ4K, qs) + 32 * (sb / 2);
+      for (int g = 0; g < 8; ++g) {
+        const __m512i v = rows.word(i, qs + 4 * g);
+        o[8 * p + g] = _mm512_and_si512(sb % 2 ? _mm512_srli_epi16(v, 4) : v, nib);
+      }
+    }
+    const int64_t sc = offsetof(BlockQ4K, scales);
+    __m512i scale[8], min[8];
+    k4_scales_mins(rows.word(i, sc), rows.word(i, sc + 4), rows.word(i, sc + 8), scale, min);
+    for (int p = 0; p < 8; ++p) o[64 + p] = scale[kK4Perm[p]];
+    for (int q = 0; q < 4; ++q) o[72 + q] = k4_min_pair(min, q);
+    const __m512i dd = rows.word(i, 0);
+    o[76] = _mm512_castps_si512(k4_d(dd));
+    o[77] = _mm512_castps_si512(k4_dmin(dd));
+  }
+}
+
+// The float step of a super-block, shared so both layouts round alike.
+inline __m512 k4_accumulate(__m512 acc, __m512i scaled, __m512i mins, __m512 d, __m512 dmin,
+                            float da) {
+  const __m512 vda = _mm512_set1_ps(da);
+  acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(scaled), _mm512_mul_ps(d, vda), acc);
+  return _mm512_fnmadd_ps(_mm512_cvtepi32_ps(mins), _mm512_mul_ps(dmin, vda), acc);
+}
+
+template <int NT>
+void q4_k_strip_tokens(const uint8_t* buf, int64_t nb, const ActPack& a, int64_t t0,
+                       __mmask16 valid, float* y, int64_t y_stride) {
+  const auto* strip = reinterpret_cast<const __m512i*>(buf);
+  __m512 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+  for (int64_t i = 0; i < nb; ++i) {
+    const __m512i* o = strip + i * kK4StripVectors;
+    __m512i scaled[NT], mins[NT];
+    for (int t = 0; t < NT; ++t) scaled[t] = mins[t] = _mm512_setzero_si512();
+    for (int p = 0; p < 8; ++p) {
+      __m512i sum[NT];
+      for (int t = 0; t < NT; ++t) sum[t] = _mm512_setzero_si512();
+      for (int g = 0; g < 8; ++g) {
+        const __m512i w = _mm512_load_si512(o + 8 * p + g);
+        for (int t = 0; t < NT; ++t) {
+          int32_t four;
+          std::memcpy(&four, a.q + (t0 + t) * a.q_stride + i * kQKK + 32 * p + 4 * g, 4);
+          sum[t] = _mm512_dpbusd_epi32(sum[t], w, _mm512_set1_epi32(four));
+        }
+      }
+      const __m512i sc = _mm512_load_si512(o + 64 + p);
+      for (int t = 0; t < NT; ++t)
+        scaled[t] = _mm512_add_epi32(scaled[t], _mm512_mullo_epi32(sum[t], sc));
+    }
+    for (int q = 0; q < 4; ++q) {
+      const __m512i mp = _mm512_load_si512(o + 72 + q);
+      for (int t = 0; t < NT; ++t) {
+        int32_t pair;
+        std::memcpy(&pair, a.sums + (t0 + t) * a.sums_stride + i * 8 + 2 * q, 4);
+        mins[t] = _mm512_dpwssd_epi32(mins[t], mp, _mm512_set1_epi32(pair));
+      }
+    }
+    const __m512 d = _mm512_castsi512_ps(_mm512_load_si512(o + 76));
+    const __m512 dmin = _mm512_castsi512_ps(_mm512_load_si512(o + 77));
+    for (int t = 0; t < NT; ++t)
+      acc[t] = k4_accumulate(acc[t], scaled[t], mins[t], d, dmin, a.d[(t0 + t) * a.d_stride + i]);
+  }
+  for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + (t0 + t) * y_stride, valid, acc[t]);
+}
+
+}  // namespace
+}  // namespace tandem
