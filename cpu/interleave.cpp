@@ -14,40 +14,40 @@ namespace {
 
 constexpr int64_t kWordBytes = 4;
 
-void require_groups(int64_t n_rows, const char* what) {
+enum class Direction { ToInterleaved, ToRows };
+
+// Moves one group of 16 rows between the file layout (rows) and the interleaved one (mixed).
+void move_group(const uint8_t* src, uint8_t* dst, int64_t row_size, int64_t block_bytes,
+                Direction direction) {
+  const int64_t words_per_block = block_bytes / kWordBytes;
+  const int64_t n_blocks = row_size / block_bytes;
+  for (int64_t i = 0; i < n_blocks; ++i) {
+    for (int64_t k = 0; k < words_per_block; ++k) {
+      const int64_t mixed = (i * words_per_block + k) * kInterleaveRows * kWordBytes;
+      for (int64_t r = 0; r < kInterleaveRows; ++r) {
+        const int64_t row = r * row_size + i * block_bytes + k * kWordBytes;
+        if (direction == Direction::ToInterleaved) {
+          std::memcpy(dst + mixed + r * kWordBytes, src + row, kWordBytes);
+        } else {
+          std::memcpy(dst + row, src + mixed + r * kWordBytes, kWordBytes);
+        }
+      }
+    }
+  }
+}
+
+// Rearranges whole groups in place through one group of scratch.
+void move_rows_in_place(GgmlType type, uint8_t* data, int64_t n_rows, int64_t n_cols,
+                        Direction direction, const char* what) {
   if (n_rows % kInterleaveRows != 0) {
     throw std::invalid_argument(std::string(what) + ": " + std::to_string(n_rows) +
                                 " rows is not a multiple of " + std::to_string(kInterleaveRows));
   }
-}
-
-// Moves one group of 16 rows between the file layout (rows) and the interleaved one (mixed).
-void interleave_group(const uint8_t* rows, uint8_t* mixed, int64_t row_bytes, int64_t block_bytes) {
-  const int64_t words_per_block = block_bytes / kWordBytes;
-  const int64_t n_blocks = row_bytes / block_bytes;
-  for (int64_t i = 0; i < n_blocks; ++i) {
-    for (int64_t k = 0; k < words_per_block; ++k) {
-      uint8_t* out = mixed + ((i * words_per_block + k) * kInterleaveRows) * kWordBytes;
-      for (int64_t r = 0; r < kInterleaveRows; ++r) {
-        std::memcpy(out + r * kWordBytes, rows + r * row_bytes + i * block_bytes + k * kWordBytes,
-                    kWordBytes);
-      }
-    }
-  }
-}
-
-void deinterleave_group(const uint8_t* mixed, uint8_t* rows, int64_t row_bytes,
-                        int64_t block_bytes) {
-  const int64_t words_per_block = block_bytes / kWordBytes;
-  const int64_t n_blocks = row_bytes / block_bytes;
-  for (int64_t i = 0; i < n_blocks; ++i) {
-    for (int64_t k = 0; k < words_per_block; ++k) {
-      const uint8_t* in = mixed + ((i * words_per_block + k) * kInterleaveRows) * kWordBytes;
-      for (int64_t r = 0; r < kInterleaveRows; ++r) {
-        std::memcpy(rows + r * row_bytes + i * block_bytes + k * kWordBytes, in + r * kWordBytes,
-                    kWordBytes);
-      }
-    }
+  const int64_t rb = row_bytes(type, n_cols), group = rb * kInterleaveRows;
+  std::vector<uint8_t> scratch(static_cast<size_t>(group));
+  for (int64_t g = 0; g < n_rows / kInterleaveRows; ++g) {
+    std::memcpy(scratch.data(), data + g * group, static_cast<size_t>(group));
+    move_group(scratch.data(), data + g * group, rb, traits(type).block_bytes, direction);
   }
 }
 
@@ -73,23 +73,11 @@ bool worth_interleaving(GgmlType type, int64_t n_rows) {
 }
 
 void interleave_rows(GgmlType type, uint8_t* data, int64_t n_rows, int64_t n_cols) {
-  require_groups(n_rows, "interleave_rows");
-  const int64_t rb = row_bytes(type, n_cols), group = rb * kInterleaveRows;
-  std::vector<uint8_t> rows(static_cast<size_t>(group));
-  for (int64_t g = 0; g < n_rows / kInterleaveRows; ++g) {
-    std::memcpy(rows.data(), data + g * group, static_cast<size_t>(group));
-    interleave_group(rows.data(), data + g * group, rb, traits(type).block_bytes);
-  }
+  move_rows_in_place(type, data, n_rows, n_cols, Direction::ToInterleaved, "interleave_rows");
 }
 
 void deinterleave_rows(GgmlType interleaved, uint8_t* data, int64_t n_rows, int64_t n_cols) {
-  require_groups(n_rows, "deinterleave_rows");
-  const int64_t rb = row_bytes(interleaved, n_cols), group = rb * kInterleaveRows;
-  std::vector<uint8_t> mixed(static_cast<size_t>(group));
-  for (int64_t g = 0; g < n_rows / kInterleaveRows; ++g) {
-    std::memcpy(mixed.data(), data + g * group, static_cast<size_t>(group));
-    deinterleave_group(mixed.data(), data + g * group, rb, traits(interleaved).block_bytes);
-  }
+  move_rows_in_place(interleaved, data, n_rows, n_cols, Direction::ToRows, "deinterleave_rows");
 }
 
 void copy_rows_deinterleaved(const MatrixRef& w, int64_t r_lo, int64_t r_hi, uint8_t* dst) {
@@ -101,7 +89,7 @@ void copy_rows_deinterleaved(const MatrixRef& w, int64_t r_lo, int64_t r_hi, uin
   const int64_t block_bytes = traits(w.type).block_bytes, group = w.row_stride * kInterleaveRows;
   std::vector<uint8_t> rows(static_cast<size_t>(group));
   for (int64_t r = r_lo; r < r_hi; r += kInterleaveRows) {
-    deinterleave_group(base + r * w.row_stride, rows.data(), w.row_stride, block_bytes);
+    move_group(base + r * w.row_stride, rows.data(), w.row_stride, block_bytes, Direction::ToRows);
     const int64_t n = std::min(kInterleaveRows, r_hi - r);
     std::memcpy(dst + (r - r_lo) * w.row_stride, rows.data(),
                 static_cast<size_t>(n * w.row_stride));

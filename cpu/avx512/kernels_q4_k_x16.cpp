@@ -66,7 +66,7 @@ void q4_k_x16_tokens(const uint8_t* group, int64_t nb, const ActPack& a, int64_t
                    min);
     __m512i scaled[NT], mins[NT];
     for (int t = 0; t < NT; ++t) scaled[t] = mins[t] = _mm512_setzero_si512();
-      // Bytes 32c..32c+31 of qs: low nibbles are sub-block 2c, high nibbles sub-block 2c+1.
+    // Bytes 32c..32c+31 of qs: low nibbles are sub-block 2c, high nibbles sub-block 2c+1.
 #pragma GCC unroll 4
     for (int c = 0; c < 4; ++c) {
       const int p_lo = kK4Perm[2 * c], p_hi = kK4Perm[2 * c + 1];
