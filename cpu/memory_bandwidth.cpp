@@ -37,7 +37,9 @@ ReadBandwidthProbe::ReadBandwidthProbe(CpuArena* arena, uint64_t bytes)
   words_ = static_cast<uint64_t*>(std::aligned_alloc(64, n_words_ * sizeof(uint64_t)));
   if (!words_) throw std::bad_alloc();
   // Touch every page from the threads that will read it (first-touch NUMA placement).
-  auto fill = [&](int64_t lo, int64_t hi) { std::memset(words_ + lo, 1, (hi - lo) * sizeof(uint64_t)); };
+  auto fill = [&](int64_t lo, int64_t hi) {
+    std::memset(words_ + lo, 1, (hi - lo) * sizeof(uint64_t));
+  };
   if (arena_) arena_->parallel_for(0, n_words_, kGrain, fill); else fill(0, n_words_);
 }
 
@@ -50,7 +52,8 @@ double ReadBandwidthProbe::measure(int reps) {
   for (int r = 0; r < reps; ++r) {
     const auto t0 = std::chrono::steady_clock::now();
     auto read = [&](int64_t lo, int64_t hi) {
-      const uint64_t s = wide ? sum_words_avx512(words_ + lo, hi - lo) : sum_words_scalar(words_ + lo, hi - lo);
+      const uint64_t s = wide ? sum_words_avx512(words_ + lo, hi - lo)
+                              : sum_words_scalar(words_ + lo, hi - lo);
       sink.fetch_add(s, std::memory_order_relaxed);
     };
     if (arena_) arena_->parallel_for(0, n_words_, kGrain, read); else read(0, n_words_);

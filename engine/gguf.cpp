@@ -14,7 +14,8 @@
 #include <mutex>
 #include <sstream>
 #include <stdexcept>
-#include <thread>
+
+#include "engine/worker_threads.h"
 
 namespace tandem {
 namespace {
@@ -336,12 +337,7 @@ void GgufFile::read_into_memory() {
       }
     }
   };
-  const uint64_t n_threads =
-      std::min<uint64_t>({8, std::max(1u, std::thread::hardware_concurrency()), n_pieces});
-  std::vector<std::thread> readers;
-  for (uint64_t t = 1; t < n_threads; ++t) readers.emplace_back(read_pieces);
-  read_pieces();
-  for (std::thread& r : readers) r.join();
+  run_on_worker_threads(std::min<uint64_t>(8, n_pieces), read_pieces);
   if (!error.empty()) {
     munmap(m, region_size);
     throw GgufError(error);

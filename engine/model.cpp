@@ -4,10 +4,10 @@
 #include <atomic>
 #include <initializer_list>
 #include <sstream>
-#include <thread>
 
 #include "cpu/interleave.h"
 #include "engine/tokenizer.h"
+#include "engine/worker_threads.h"
 
 namespace tandem {
 namespace {
@@ -234,11 +234,7 @@ void Model::interleave_for_cpu(GgufFile& file) {
       interleave_rows(t.type, file.writable_data(t), t.ne[1] * t.ne[2] * t.ne[3], t.ne[0]);
     }
   };
-  std::vector<std::thread> helpers;
-  const unsigned n_threads = std::max(1u, std::thread::hardware_concurrency());
-  for (unsigned i = 1; i < std::min<size_t>(n_threads, matrices.size()); ++i) helpers.emplace_back(work);
-  work();
-  for (std::thread& h : helpers) h.join();
+  run_on_worker_threads(matrices.size(), work);
   for (TensorView* t : matrices) t->type = *interleaved_type(t->type);
   n_interleaved_ = static_cast<int32_t>(matrices.size());
 }

@@ -141,9 +141,10 @@ INSTANTIATE_TEST_SUITE_P(
     Exact, GoldenParity,
     testing::Values(GoldenSpec{"golden-exact", "tiny-qwen3moe-f32", 1e-4, 0.95, 0.3, KvType::F32},
                     GoldenSpec{"golden-exact", "tiny-qwen3moe-q8_0", 1e-4, 0.75, 0.3, KvType::F32},
-                    GoldenSpec{"golden-exact", "tiny-qwen3moe-q4_k_m", 1e-4, 0.75, 0.3, KvType::F32},
-                    GoldenSpec{"golden-exact", "tiny-qwen3moe-q4_k_m", 1e-4, 0.75, 0.3, KvType::F32,
-                               WeightLayout::Cpu}),
+                    GoldenSpec{"golden-exact", "tiny-qwen3moe-q4_k_m", 1e-4, 0.75, 0.3,
+                               KvType::F32},
+                    GoldenSpec{"golden-exact", "tiny-qwen3moe-q4_k_m", 1e-4, 0.75, 0.3,
+                               KvType::F32, WeightLayout::Cpu}),
     name_of);
 
 // The prompt as one batch and the same tokens one at a time give the same logits.

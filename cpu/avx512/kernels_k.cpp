@@ -232,8 +232,8 @@ struct GatheredK4Rows {
   __m512i offsets;
   __mmask16 valid;
   __m512i word(int64_t i, int64_t offset) const {
-    return _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), valid, offsets,
-                                       base + i * static_cast<int64_t>(sizeof(BlockQ4K)) + offset, 1);
+    const uint8_t* block = base + i * static_cast<int64_t>(sizeof(BlockQ4K));
+    return _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), valid, offsets, block + offset, 1);
   }
 };
 
