@@ -8,46 +8,89 @@
 
 #include "cpu/cpu_features.h"
 #include "cpu/kernels.h"
+#include "cpu/quant_blocks.h"
 
 namespace tandem {
 namespace {
 
 constexpr int64_t kWordBytes = 4;
+constexpr int64_t kQ8_0PairBytes = 2 * kInterleaveRows * sizeof(BlockQ8_0);  // 1088
+constexpr int64_t kQ8_0QuantBytes = kInterleaveRows * kQK;                   // 512 per block
 
 enum class Direction { ToInterleaved, ToRows };
 
-// Moves one group of 16 rows between the file layout (rows) and the interleaved one (mixed).
-void move_group(const uint8_t* src, uint8_t* dst, int64_t row_size, int64_t block_bytes,
-                Direction direction) {
-  const int64_t words_per_block = block_bytes / kWordBytes;
+// Copies `n` bytes between byte `row_offset` of the rows and byte `mixed_offset` of the group.
+inline void move_bytes(const uint8_t* src, uint8_t* dst, int64_t row_offset, int64_t mixed_offset,
+                       int64_t n, Direction direction) {
+  if (direction == Direction::ToInterleaved) {
+    std::memcpy(dst + mixed_offset, src + row_offset, static_cast<size_t>(n));
+  } else {
+    std::memcpy(dst + row_offset, src + mixed_offset, static_cast<size_t>(n));
+  }
+}
+
+// Q4_K_X16: every 4-byte word of a super-block, in block order (cpu/interleave.h).
+void move_group_q4_k(const uint8_t* src, uint8_t* dst, int64_t row_size, Direction direction) {
+  constexpr int64_t block_bytes = sizeof(BlockQ4K), words_per_block = block_bytes / kWordBytes;
   const int64_t n_blocks = row_size / block_bytes;
   for (int64_t i = 0; i < n_blocks; ++i) {
     for (int64_t k = 0; k < words_per_block; ++k) {
       const int64_t mixed = (i * words_per_block + k) * kInterleaveRows * kWordBytes;
       for (int64_t r = 0; r < kInterleaveRows; ++r) {
-        const int64_t row = r * row_size + i * block_bytes + k * kWordBytes;
-        if (direction == Direction::ToInterleaved) {
-          std::memcpy(dst + mixed + r * kWordBytes, src + row, kWordBytes);
-        } else {
-          std::memcpy(dst + row, src + mixed + r * kWordBytes, kWordBytes);
-        }
+        move_bytes(src, dst, r * row_size + i * block_bytes + k * kWordBytes,
+                   mixed + r * kWordBytes, kWordBytes, direction);
       }
     }
   }
 }
 
-// Rearranges whole groups in place through one group of scratch.
-void move_rows_in_place(GgmlType type, uint8_t* data, int64_t n_rows, int64_t n_cols,
-                        Direction direction, const char* what) {
+// Q8_0_X16: blocks in pairs, quants word-interleaved, scales after them (cpu/interleave.h).
+void move_group_q8_0(const uint8_t* src, uint8_t* dst, int64_t row_size, Direction direction) {
+  constexpr int64_t block_bytes = sizeof(BlockQ8_0), quant_words = kQK / kWordBytes;
+  const int64_t n_blocks = row_size / block_bytes;
+  for (int64_t i = 0; i < n_blocks; ++i) {
+    const int64_t pair = (i / 2) * kQ8_0PairBytes, half = i % 2;
+    const int64_t quants = pair + half * kQ8_0QuantBytes;
+    const int64_t scales = pair + 2 * kQ8_0QuantBytes + half * kInterleaveRows * sizeof(uint16_t);
+    for (int64_t r = 0; r < kInterleaveRows; ++r) {
+      const int64_t row_block = r * row_size + i * block_bytes;
+      move_bytes(src, dst, row_block + offsetof(BlockQ8_0, d),
+                 scales + r * static_cast<int64_t>(sizeof(uint16_t)), sizeof(uint16_t), direction);
+      for (int64_t k = 0; k < quant_words; ++k) {
+        move_bytes(src, dst, row_block + offsetof(BlockQ8_0, qs) + k * kWordBytes,
+                   quants + (k * kInterleaveRows + r) * kWordBytes, kWordBytes, direction);
+      }
+    }
+  }
+}
+
+// Moves one group of 16 rows between the file layout (rows) and the interleaved one (mixed).
+void move_group(GgmlType file_type, const uint8_t* src, uint8_t* dst, int64_t row_size,
+                Direction direction) {
+  if (file_type == GgmlType::Q8_0) return move_group_q8_0(src, dst, row_size, direction);
+  move_group_q4_k(src, dst, row_size, direction);
+}
+
+void check_shape(GgmlType file_type, int64_t n_rows, int64_t n_cols, const char* what) {
   if (n_rows % kInterleaveRows != 0) {
     throw std::invalid_argument(std::string(what) + ": " + std::to_string(n_rows) +
                                 " rows is not a multiple of " + std::to_string(kInterleaveRows));
   }
-  const int64_t rb = row_bytes(type, n_cols), group = rb * kInterleaveRows;
+  if (file_type == GgmlType::Q8_0 && n_cols % (2 * kQK) != 0) {
+    throw std::invalid_argument(std::string(what) + ": q8_0 rows of " + std::to_string(n_cols) +
+                                " elements do not hold an even number of blocks");
+  }
+}
+
+// Rearranges whole groups in place through one group of scratch.
+void move_rows_in_place(GgmlType file_type, uint8_t* data, int64_t n_rows, int64_t n_cols,
+                        Direction direction, const char* what) {
+  check_shape(file_type, n_rows, n_cols, what);
+  const int64_t rb = row_bytes(file_type, n_cols), group = rb * kInterleaveRows;
   std::vector<uint8_t> scratch(static_cast<size_t>(group));
   for (int64_t g = 0; g < n_rows / kInterleaveRows; ++g) {
     std::memcpy(scratch.data(), data + g * group, static_cast<size_t>(group));
-    move_group(scratch.data(), data + g * group, rb, traits(type).block_bytes, direction);
+    move_group(file_type, scratch.data(), data + g * group, rb, direction);
   }
 }
 
@@ -55,29 +98,38 @@ void move_rows_in_place(GgmlType type, uint8_t* data, int64_t n_rows, int64_t n_
 
 std::optional<GgmlType> interleaved_type(GgmlType type) {
   if (type == GgmlType::Q4_K) return GgmlType::Q4_K_X16;
+  if (type == GgmlType::Q8_0) return GgmlType::Q8_0_X16;
   return std::nullopt;
 }
 
 GgmlType file_type_of(GgmlType type) {
-  return type == GgmlType::Q4_K_X16 ? GgmlType::Q4_K : type;
+  if (type == GgmlType::Q4_K_X16) return GgmlType::Q4_K;
+  if (type == GgmlType::Q8_0_X16) return GgmlType::Q8_0;
+  return type;
 }
 
 bool is_interleaved(GgmlType type) {
-  return type == GgmlType::Q4_K_X16;
+  return file_type_of(type) != type;
 }
 
-bool worth_interleaving(GgmlType type, int64_t n_rows) {
+bool worth_interleaving(GgmlType type, int64_t n_rows, int64_t n_cols) {
   const std::optional<GgmlType> x = interleaved_type(type);
-  return x && n_rows > 0 && n_rows % kInterleaveRows == 0 &&
-         find_fast_kernel(*x, cpu_features()) != nullptr;
+  if (!x || n_rows <= 0 || n_rows % kInterleaveRows != 0) return false;
+  if (type == GgmlType::Q8_0 && n_cols % (2 * kQK) != 0) return false;
+  return find_fast_kernel(*x, cpu_features()) != nullptr;
 }
 
 void interleave_rows(GgmlType type, uint8_t* data, int64_t n_rows, int64_t n_cols) {
+  if (!interleaved_type(type)) {
+    throw std::invalid_argument(std::string("interleave_rows: ") + std::string(traits(type).name) +
+                                " has no interleaved layout");
+  }
   move_rows_in_place(type, data, n_rows, n_cols, Direction::ToInterleaved, "interleave_rows");
 }
 
 void deinterleave_rows(GgmlType interleaved, uint8_t* data, int64_t n_rows, int64_t n_cols) {
-  move_rows_in_place(interleaved, data, n_rows, n_cols, Direction::ToRows, "deinterleave_rows");
+  move_rows_in_place(file_type_of(interleaved), data, n_rows, n_cols, Direction::ToRows,
+                     "deinterleave_rows");
 }
 
 void copy_rows_deinterleaved(const MatrixRef& w, int64_t r_lo, int64_t r_hi, uint8_t* dst) {
@@ -86,10 +138,11 @@ void copy_rows_deinterleaved(const MatrixRef& w, int64_t r_lo, int64_t r_hi, uin
                                 " does not start a group");
   }
   const auto* base = static_cast<const uint8_t*>(w.data);
-  const int64_t block_bytes = traits(w.type).block_bytes, group = w.row_stride * kInterleaveRows;
+  const int64_t group = w.row_stride * kInterleaveRows;
   std::vector<uint8_t> rows(static_cast<size_t>(group));
   for (int64_t r = r_lo; r < r_hi; r += kInterleaveRows) {
-    move_group(base + r * w.row_stride, rows.data(), w.row_stride, block_bytes, Direction::ToRows);
+    move_group(file_type_of(w.type), base + r * w.row_stride, rows.data(), w.row_stride,
+               Direction::ToRows);
     const int64_t n = std::min(kInterleaveRows, r_hi - r);
     std::memcpy(dst + (r - r_lo) * w.row_stride, rows.data(),
                 static_cast<size_t>(n * w.row_stride));

@@ -11,7 +11,7 @@ namespace {
 
 // Block sizes follow the ggml block structs: e.g. Q8_0 = f16 scale + 32 int8 = 34 bytes,
 // Q4_K = 2 f16 + 12 scale bytes + 128 nibble bytes = 144, Q8_K = f32 + 256 int8 + 16 int16 = 292.
-constexpr std::array<TypeTraits, 17> kTypes = {{
+constexpr std::array<TypeTraits, 18> kTypes = {{
     {GgmlType::F32, "f32", 1, 4, true},
     {GgmlType::F16, "f16", 1, 2, true},
     {GgmlType::Q4_0, "q4_0", 32, 18, true},
@@ -28,6 +28,7 @@ constexpr std::array<TypeTraits, 17> kTypes = {{
     {GgmlType::Q8_K, "q8_K", 256, 292, false},
     {GgmlType::BF16, "bf16", 1, 2, true},
     {GgmlType::MXFP4, "mxfp4", 32, 17, true},
+    {GgmlType::Q8_0_X16, "q8_0_x16", 32, 34, true},
     {GgmlType::Q4_K_X16, "q4_K_x16", 256, 144, true},
 }};
 

@@ -28,8 +28,9 @@ enum class GgmlType : uint32_t {
   Q8_K = 15,
   BF16 = 30,
   MXFP4 = 39,
-  // Q4_K rows rearranged at load in groups of 16 rows (cpu/interleave.h): the same blocks and
+  // Q8_0 and Q4_K rows rearranged at load in groups of 16 rows (cpu/interleave.h): the same
   // bytes, interleaved 4 bytes at a time so that the CPU kernels read 16 rows as one stream.
+  Q8_0_X16 = 1008,
   Q4_K_X16 = 1012,
 };
 

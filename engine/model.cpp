@@ -218,7 +218,7 @@ void Model::interleave_for_cpu(GgufFile& file) {
   std::vector<TensorView*> matrices;
   auto consider = [&](TensorView& t) {
     if (t.data == nullptr || t.data == token_embd_.data) return;
-    if (worth_interleaving(t.type, t.ne[1])) matrices.push_back(&t);
+    if (worth_interleaving(t.type, t.ne[1], t.ne[0])) matrices.push_back(&t);
   };
   consider(output_);
   for (LayerWeights& w : layers_) {

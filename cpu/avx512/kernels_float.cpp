@@ -15,6 +15,7 @@ namespace tandem {
 const FastKernel* avx512_q8_kernel(GgmlType type);  // kernels_q8.cpp
 const FastKernel* avx512_k_kernel(GgmlType type);   // kernels_k.cpp
 const FastKernel* avx512_q4_k_x16_kernel();          // kernels_q4_k_x16.cpp
+const FastKernel* avx512_q8_0_x16_kernel();          // kernels_q8_0_x16.cpp
 
 namespace {
 
@@ -108,6 +109,8 @@ const FastKernel* avx512_kernel(GgmlType type, bool has_bf16) {
       return avx512_k_kernel(type);
     case GgmlType::Q4_K_X16:
       return avx512_q4_k_x16_kernel();
+    case GgmlType::Q8_0_X16:
+      return avx512_q8_0_x16_kernel();
     default:
       return nullptr;
   }
