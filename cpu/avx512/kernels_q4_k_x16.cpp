@@ -66,7 +66,7 @@ void q4_k_x16_tokens(const uint8_t* group, int64_t nb, const ActPack& a, int64_t
                    min);
     __m512i scaled[NT], mins[NT];
     for (int t = 0; t < NT; ++t) scaled[t] = mins[t] = _mm512_setzero_si512();
-    // Bytes 32c..32c+31 of qs: low nibbles are sub-block 2c, high nibbles sub-block 2c+1.
+      // Bytes 32c..32c+31 of qs: low nibbles are sub-block 2c, high nibbles sub-block 2c+1.
 #pragma GCC unroll 4
     for (int c = 0; c < 4; ++c) {
       const int p_lo = kK4Perm[2 * c], p_hi = kK4Perm[2 * c + 1];
@@ -107,34 +107,27 @@ void q4_k_x16_tokens(const uint8_t* group, int64_t nb, const ActPack& a, int64_t
   for (int t = 0; t < NT; ++t) _mm512_storeu_ps(y + (t0 + t) * y_stride, acc[t]);
 }
 
-// Rows [r_lo, r_hi) are whole groups (the matmul drivers split at FastKernel::row_block).
-void run_q4_k_x16(const MatrixRef& w, const ActPack& a, int64_t r_lo, int64_t r_hi, int64_t t_lo,
-                  int64_t t_hi, float* y, int64_t y_stride) {
-  if (r_lo % kInterleaveRows != 0 || r_hi % kInterleaveRows != 0) {
-    throw std::logic_error("q4_K x16 kernel: rows [" + std::to_string(r_lo) + ", " +
-                           std::to_string(r_hi) + ") split an interleaved group");
+struct Q4_KInterleaved {
+  static constexpr const char* kName = "q4_K x16";
+  static constexpr int64_t kBlockElems = kQKK, kBytesPerBlock = kK4StripVectors * 64;
+  static constexpr int kMaxTile = 4;
+  static void expand(const uint8_t* group, int64_t nb, uint8_t* buf) {
+    expand_q4_k_strip(InterleavedK4Rows{group}, nb, buf);
   }
-  const int64_t nb = w.n_cols / kQKK;
-  const auto* base = static_cast<const uint8_t*>(w.data);
-  // Many tokens: each group is expanded once (no gathers needed) and reused by every token tile.
-  uint8_t* buf = t_hi - t_lo >= kStripMinTokens ? strip_buffer(nb * kK4StripVectors * 64) : nullptr;
-  for (int64_t r0 = r_lo; r0 < r_hi; r0 += kInterleaveRows) {
-    const uint8_t* group = base + r0 * w.row_stride;
-    float* yr = y + r0;
-    int64_t t = t_lo;
-    if (buf) {
-      expand_q4_k_strip(InterleavedK4Rows{group}, nb, buf);
-      for (; t + 4 <= t_hi; t += 4) q4_k_strip_tokens<4>(buf, nb, a, t, 0xFFFF, yr, y_stride);
-      for (; t < t_hi; ++t) q4_k_strip_tokens<1>(buf, nb, a, t, 0xFFFF, yr, y_stride);
-      continue;
-    }
-    for (; t + 4 <= t_hi; t += 4) q4_k_x16_tokens<4>(group, nb, a, t, yr, y_stride);
-    for (; t < t_hi; ++t) q4_k_x16_tokens<1>(group, nb, a, t, yr, y_stride);
+  template <int NT>
+  static void strip(const uint8_t* buf, int64_t nb, const ActPack& a, int64_t t0, float* y,
+                    int64_t y_stride) {
+    q4_k_strip_tokens<NT>(buf, nb, a, t0, 0xFFFF, y, y_stride);
   }
-}
+  template <int NT>
+  static void direct(const uint8_t* group, int64_t nb, const ActPack& a, int64_t t0, float* y,
+                     int64_t y_stride) {
+    q4_k_x16_tokens<NT>(group, nb, a, t0, y, y_stride);
+  }
+};
 
-const FastKernel kQ4_K_X16{ActLayout::Q8_K_PERM, run_q4_k_x16, "avx512-vnni q4_K x16",
-                           kInterleaveRows};
+const FastKernel kQ4_K_X16{ActLayout::Q8_K_PERM, run_interleaved<Q4_KInterleaved>,
+                           "avx512-vnni q4_K x16", kInterleaveRows};
 
 }  // namespace
 

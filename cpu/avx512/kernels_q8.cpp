@@ -141,7 +141,7 @@ void pack_q8_0_strip(const MatrixRef& m, int64_t r0, __mmask16 valid, int64_t nb
   const __m512i zero = _mm512_setzero_si512();
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* blk = base + b * static_cast<int64_t>(sizeof(BlockQ8_0));
-    uint8_t* out = buf + b * kStripBytesPerBlock;
+    uint8_t* out = buf + b * kQ8_0StripBytes;
     for (int g = 0; g < 8; ++g) {
       const __m512i v = _mm512_mask_i32gather_epi32(zero, valid, offsets, blk + 2 + 4 * g, 1);
       _mm512_store_si512(out + 64 * g, _mm512_xor_si512(v, k128));
@@ -152,7 +152,7 @@ void pack_q8_0_strip(const MatrixRef& m, int64_t r0, __mmask16 valid, int64_t nb
 }
 
 struct Q8_0Strip {
-  static constexpr int64_t kBlockElems = kQK, kBytesPerBlock = kStripBytesPerBlock;
+  static constexpr int64_t kBlockElems = kQK, kBytesPerBlock = kQ8_0StripBytes;
   static constexpr int kMaxTile = 8;
   static void pack(const MatrixRef& m, int64_t r0, __mmask16 valid, int64_t nb, uint8_t* buf) {
     pack_q8_0_strip(m, r0, valid, nb, buf);

@@ -11,8 +11,6 @@
 
 #include <cstdint>
 #include <cstring>
-#include <stdexcept>
-#include <string>
 
 #include "cpu/avx512/q8_0_strip.h"
 #include "cpu/avx512/strip_driver.h"
@@ -71,7 +69,7 @@ void expand_q8_0_strip(const uint8_t* group, int64_t nb, uint8_t* buf) {
   const __m512i k128 = _mm512_set1_epi8(static_cast<char>(0x80));
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* q = block_quants(group, b);
-    uint8_t* out = buf + b * kStripBytesPerBlock;
+    uint8_t* out = buf + b * kQ8_0StripBytes;
     for (int g = 0; g < 8; ++g) {
       _mm512_store_si512(out + 64 * g, _mm512_xor_si512(_mm512_loadu_si512(q + 64 * g), k128));
     }
@@ -80,35 +78,27 @@ void expand_q8_0_strip(const uint8_t* group, int64_t nb, uint8_t* buf) {
   }
 }
 
-// Rows [r_lo, r_hi) are whole groups (the matmul drivers split at FastKernel::row_block).
-void run_q8_0_x16(const MatrixRef& w, const ActPack& a, int64_t r_lo, int64_t r_hi, int64_t t_lo,
-                  int64_t t_hi, float* y, int64_t y_stride) {
-  if (r_lo % kInterleaveRows != 0 || r_hi % kInterleaveRows != 0) {
-    throw std::logic_error("q8_0 x16 kernel: rows [" + std::to_string(r_lo) + ", " +
-                           std::to_string(r_hi) + ") split an interleaved group");
+struct Q8_0Interleaved {
+  static constexpr const char* kName = "q8_0 x16";
+  static constexpr int64_t kBlockElems = kQK, kBytesPerBlock = kQ8_0StripBytes;
+  static constexpr int kMaxTile = 8;
+  static void expand(const uint8_t* group, int64_t nb, uint8_t* buf) {
+    expand_q8_0_strip(group, nb, buf);
   }
-  const int64_t nb = w.n_cols / kQK;
-  const auto* base = static_cast<const uint8_t*>(w.data);
-  // Many tokens: each group is expanded once and reused by every token tile.
-  uint8_t* buf = t_hi - t_lo >= kStripMinTokens ? strip_buffer(nb * kStripBytesPerBlock) : nullptr;
-  for (int64_t r0 = r_lo; r0 < r_hi; r0 += kInterleaveRows) {
-    const uint8_t* group = base + r0 * w.row_stride;
-    float* yr = y + r0;
-    int64_t t = t_lo;
-    if (buf) {
-      expand_q8_0_strip(group, nb, buf);
-      for (; t + 8 <= t_hi; t += 8) q8_0_strip_tokens<8>(buf, nb, a, t, 0xFFFF, yr, y_stride);
-      for (; t + 4 <= t_hi; t += 4) q8_0_strip_tokens<4>(buf, nb, a, t, 0xFFFF, yr, y_stride);
-      for (; t < t_hi; ++t) q8_0_strip_tokens<1>(buf, nb, a, t, 0xFFFF, yr, y_stride);
-      continue;
-    }
-    for (; t + 4 <= t_hi; t += 4) q8_0_x16_tokens<4>(group, nb, a, t, yr, y_stride);
-    for (; t < t_hi; ++t) q8_0_x16_tokens<1>(group, nb, a, t, yr, y_stride);
+  template <int NT>
+  static void strip(const uint8_t* buf, int64_t nb, const ActPack& a, int64_t t0, float* y,
+                    int64_t y_stride) {
+    q8_0_strip_tokens<NT>(buf, nb, a, t0, 0xFFFF, y, y_stride);
   }
-}
+  template <int NT>
+  static void direct(const uint8_t* group, int64_t nb, const ActPack& a, int64_t t0, float* y,
+                     int64_t y_stride) {
+    q8_0_x16_tokens<NT>(group, nb, a, t0, y, y_stride);
+  }
+};
 
-const FastKernel kQ8_0_X16{ActLayout::Q8_0_S8, run_q8_0_x16, "avx512-vnni q8_0 x16",
-                           kInterleaveRows};
+const FastKernel kQ8_0_X16{ActLayout::Q8_0_S8, run_interleaved<Q8_0Interleaved>,
+                           "avx512-vnni q8_0 x16", kInterleaveRows};
 
 }  // namespace
 

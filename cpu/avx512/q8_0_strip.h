@@ -18,7 +18,7 @@ namespace {
 // lane r holds 4 quants (+128) of row r, so one vpdpbusd with a broadcast of 4 activation quants
 // advances 16 rows, and the float rescale (convert, scale, fma) runs once per block for 16
 // rows instead of once per 2 blocks per row.
-constexpr int64_t kStripBytesPerBlock = 9 * 64;  // 8 weight vectors, scales
+constexpr int64_t kQ8_0StripBytes = 9 * 64;  // 8 weight vectors, scales
 
 template <int NT>
 void q8_0_strip_tokens(const uint8_t* buf, int64_t nb, const ActPack& a, int64_t t0,
@@ -26,7 +26,7 @@ void q8_0_strip_tokens(const uint8_t* buf, int64_t nb, const ActPack& a, int64_t
   __m512 acc[NT];
   for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
-    const uint8_t* blk = buf + b * kStripBytesPerBlock;
+    const uint8_t* blk = buf + b * kQ8_0StripBytes;
     __m512i s[NT];
     for (int t = 0; t < NT; ++t)
       s[t] = _mm512_set1_epi32(a.block_bias[(t0 + t) * a.block_bias_stride + b]);

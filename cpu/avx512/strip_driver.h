@@ -15,8 +15,11 @@
 #include <algorithm>
 #include <climits>
 #include <cstdint>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
+#include "cpu/interleave.h"
 #include "cpu/kernels.h"
 #include "cpu/tile_driver.h"
 
@@ -60,6 +63,44 @@ void run_strips(const MatrixRef& w, const ActPack& a, int64_t r_lo, int64_t r_hi
     }
     for (; t + 4 <= t_hi; t += 4) Strip::template tokens<4>(buf, nb, a, t, valid, yr, y_stride);
     for (; t < t_hi; ++t) Strip::template tokens<1>(buf, nb, a, t, valid, yr, y_stride);
+  }
+}
+
+// Loop nest of the kernels over an interleaved layout (cpu/interleave.h), whose groups already
+// are 16-row blocks. A layout describes itself with an Interleaved type:
+//   kName, kBlockElems, kBytesPerBlock, kMaxTile   as above;
+//   expand(group, nb, buf)                               the group's strip, without gathers;
+//   strip<NT>(buf, nb, act, t0, y, y_stride)             the strip's token tile;
+//   direct<NT>(group, nb, act, t0, y, y_stride)          a token tile straight from the group.
+// Many tokens expand each group once for all token tiles; few run straight from the weights.
+// Rows [r_lo, r_hi) are whole groups (the matmul drivers split at FastKernel::row_block).
+template <class Interleaved>
+void run_interleaved(const MatrixRef& w, const ActPack& a, int64_t r_lo, int64_t r_hi, int64_t t_lo,
+                     int64_t t_hi, float* y, int64_t y_stride) {
+  if (r_lo % kInterleaveRows != 0 || r_hi % kInterleaveRows != 0) {
+    throw std::logic_error(std::string(Interleaved::kName) + " kernel: rows [" +
+                           std::to_string(r_lo) + ", " + std::to_string(r_hi) +
+                           ") split an interleaved group");
+  }
+  const int64_t nb = w.n_cols / Interleaved::kBlockElems;
+  const auto* base = static_cast<const uint8_t*>(w.data);
+  uint8_t* buf =
+      t_hi - t_lo >= kStripMinTokens ? strip_buffer(nb * Interleaved::kBytesPerBlock) : nullptr;
+  for (int64_t r0 = r_lo; r0 < r_hi; r0 += kInterleaveRows) {
+    const uint8_t* group = base + r0 * w.row_stride;
+    float* yr = y + r0;
+    int64_t t = t_lo;
+    if (buf) {
+      Interleaved::expand(group, nb, buf);
+      if constexpr (Interleaved::kMaxTile >= 8) {
+        for (; t + 8 <= t_hi; t += 8) Interleaved::template strip<8>(buf, nb, a, t, yr, y_stride);
+      }
+      for (; t + 4 <= t_hi; t += 4) Interleaved::template strip<4>(buf, nb, a, t, yr, y_stride);
+      for (; t < t_hi; ++t) Interleaved::template strip<1>(buf, nb, a, t, yr, y_stride);
+      continue;
+    }
+    for (; t + 4 <= t_hi; t += 4) Interleaved::template direct<4>(group, nb, a, t, yr, y_stride);
+    for (; t < t_hi; ++t) Interleaved::template direct<1>(group, nb, a, t, yr, y_stride);
   }
 }
 
