@@ -64,7 +64,7 @@ struct LayerWeights {
 // How weight matrices are laid out in memory once loaded.
 //  File: as in the file. Needed when an accelerator takes weights (uploads copy file bytes).
 //  Cpu:  matrices the CPU kernels stream faster in another layout are rearranged in place
-//        (cpu/interleave.h: Q4_K rows interleaved 16 at a time), one copy, same size. Only a
+//        (cpu/interleave.h: Q4_K and Q8_0 rows interleaved 16 at a time), one copy, same size. Only a
 //        file read into memory is rearranged; a mapped file stays as it is.
 enum class WeightLayout { File, Cpu };
 

@@ -32,7 +32,7 @@ constexpr const char* kHelp = R"(usage: tandem bench -m MODEL [options]
   -o, --output md|json table (default) or llama-bench's JSON keys
   --kv-type f32|f16    KV cache element type (default f32)
   --mmap               map the GGUF file instead of reading it into (huge-page) memory:
-                       faster start, slower decode (Q4_K also stays in the file's layout)
+                       faster start, slower decode (Q4_K, Q8_0 also stay in the file's layout)
   --roofline           also print weight bytes read per token, achieved GB/s and the fraction
                        of this machine's read bandwidth (measured here with all threads,
                        right before and right after each generation test; the higher counts)

@@ -32,7 +32,7 @@ Generates text, streaming it to stdout, then prints prompt and generation tokens
   -c, --ctx-size N        context length (default 4096)
   --kv-type f32|f16       KV cache element type (default f32)
   --mmap                  map the GGUF file instead of reading it into (huge-page) memory:
-                          faster start, slower decode (Q4_K also stays in the file's layout)
+                          faster start, slower decode (Q4_K, Q8_0 also stay in the file's layout)
 %s
 Parity checking:
   --prompt-tokens 12,7,99 process these ids as one batch (repeat the option for more cases)
