@@ -12,7 +12,7 @@ namespace tandem::kquant {
 namespace {
 
 // Element values of one Q4_K block's nibbles, in element order (0..15).
-void unpack_q4k(const BlockQ4K& b, uint8_t* out) {
+void unpack(const BlockQ4K& b, uint8_t* out) {
   for (int chunk = 0; chunk < 4; ++chunk) {
     const uint8_t* q = b.qs + 32 * chunk;
     for (int l = 0; l < 32; ++l) {
@@ -23,7 +23,7 @@ void unpack_q4k(const BlockQ4K& b, uint8_t* out) {
 }
 
 // Q5_K element values (0..31) in element order.
-void unpack_q5k(const BlockQ5K& b, uint8_t* out) {
+void unpack(const BlockQ5K& b, uint8_t* out) {
   for (int chunk = 0; chunk < 4; ++chunk) {
     const uint8_t* q = b.qs + 32 * chunk;
     const int lo_bit = 2 * chunk;
@@ -105,14 +105,15 @@ void quantize_affine_k(const float* x, int n_max, uint16_t* d_out, uint16_t* dmi
   }
 }
 
-}  // namespace
-
-void dequantize_q4k(const BlockQ4K* x, float* y, int64_t n_blocks) {
+// Q4_K and Q5_K share the 8 sub-blocks of 32 with 6-bit scales and mins (k4_scale_min); only
+// how the element values are stored differs (unpack).
+template <class Block>
+void dequantize_k4(const Block* x, float* y, int64_t n_blocks) {
   uint8_t q[kQKK];
   for (int64_t i = 0; i < n_blocks; ++i, y += kQKK) {
     const float d = fp16_to_fp32(x[i].d);
     const float dmin = fp16_to_fp32(x[i].dmin);
-    unpack_q4k(x[i], q);
+    unpack(x[i], q);
     for (int j = 0; j < 8; ++j) {
       uint8_t sc, m;
       k4_scale_min(j, x[i].scales, &sc, &m);
@@ -122,19 +123,35 @@ void dequantize_q4k(const BlockQ4K* x, float* y, int64_t n_blocks) {
   }
 }
 
-void dequantize_q5k(const BlockQ5K* x, float* y, int64_t n_blocks) {
+template <class Block>
+float dot_k4_q8k(const Block* x, const BlockQ8K* y, int64_t n_blocks) {
   uint8_t q[kQKK];
-  for (int64_t i = 0; i < n_blocks; ++i, y += kQKK) {
-    const float d = fp16_to_fp32(x[i].d);
-    const float dmin = fp16_to_fp32(x[i].dmin);
-    unpack_q5k(x[i], q);
+  float sum = 0;
+  for (int64_t i = 0; i < n_blocks; ++i) {
+    unpack(x[i], q);
+    int32_t sum_q = 0, sum_m = 0;
     for (int j = 0; j < 8; ++j) {
       uint8_t sc, m;
       k4_scale_min(j, x[i].scales, &sc, &m);
-      const float d1 = d * sc, m1 = dmin * m;
-      for (int l = 0; l < 32; ++l) y[32 * j + l] = d1 * q[32 * j + l] - m1;
+      int32_t s = 0;
+      for (int l = 0; l < 32; ++l) s += q[32 * j + l] * y[i].qs[32 * j + l];
+      sum_q += sc * s;
+      sum_m += m * (y[i].bsums[2 * j] + y[i].bsums[2 * j + 1]);
     }
+    sum += fp16_to_fp32(x[i].d) * y[i].d * static_cast<float>(sum_q) -
+           fp16_to_fp32(x[i].dmin) * y[i].d * static_cast<float>(sum_m);
   }
+  return sum;
+}
+
+}  // namespace
+
+void dequantize_q4k(const BlockQ4K* x, float* y, int64_t n_blocks) {
+  dequantize_k4(x, y, n_blocks);
+}
+
+void dequantize_q5k(const BlockQ5K* x, float* y, int64_t n_blocks) {
+  dequantize_k4(x, y, n_blocks);
 }
 
 void dequantize_q6k(const BlockQ6K* x, float* y, int64_t n_blocks) {
@@ -265,43 +282,11 @@ void quantize_q8k(const float* x, BlockQ8K* y, int64_t n_blocks) {
 }
 
 float dot_q4k_q8k(const BlockQ4K* x, const BlockQ8K* y, int64_t n_blocks) {
-  uint8_t q[kQKK];
-  float sum = 0;
-  for (int64_t i = 0; i < n_blocks; ++i) {
-    unpack_q4k(x[i], q);
-    int32_t sum_q = 0, sum_m = 0;
-    for (int j = 0; j < 8; ++j) {
-      uint8_t sc, m;
-      k4_scale_min(j, x[i].scales, &sc, &m);
-      int32_t s = 0;
-      for (int l = 0; l < 32; ++l) s += q[32 * j + l] * y[i].qs[32 * j + l];
-      sum_q += sc * s;
-      sum_m += m * (y[i].bsums[2 * j] + y[i].bsums[2 * j + 1]);
-    }
-    sum += fp16_to_fp32(x[i].d) * y[i].d * static_cast<float>(sum_q) -
-           fp16_to_fp32(x[i].dmin) * y[i].d * static_cast<float>(sum_m);
-  }
-  return sum;
+  return dot_k4_q8k(x, y, n_blocks);
 }
 
 float dot_q5k_q8k(const BlockQ5K* x, const BlockQ8K* y, int64_t n_blocks) {
-  uint8_t q[kQKK];
-  float sum = 0;
-  for (int64_t i = 0; i < n_blocks; ++i) {
-    unpack_q5k(x[i], q);
-    int32_t sum_q = 0, sum_m = 0;
-    for (int j = 0; j < 8; ++j) {
-      uint8_t sc, m;
-      k4_scale_min(j, x[i].scales, &sc, &m);
-      int32_t s = 0;
-      for (int l = 0; l < 32; ++l) s += q[32 * j + l] * y[i].qs[32 * j + l];
-      sum_q += sc * s;
-      sum_m += m * (y[i].bsums[2 * j] + y[i].bsums[2 * j + 1]);
-    }
-    sum += fp16_to_fp32(x[i].d) * y[i].d * static_cast<float>(sum_q) -
-           fp16_to_fp32(x[i].dmin) * y[i].d * static_cast<float>(sum_m);
-  }
-  return sum;
+  return dot_k4_q8k(x, y, n_blocks);
 }
 
 float dot_q6k_q8k(const BlockQ6K* x, const BlockQ8K* y, int64_t n_blocks) {

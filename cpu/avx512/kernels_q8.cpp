@@ -39,6 +39,32 @@ inline __m512 pair_scales(const BlockQ8_0* b, bool pair) {
   return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1));
 }
 
+// Adds blocks i and i + 1 of NT tokens to acc: w holds the weights (lanes 0-7 the first block,
+// 8-15 the second), dw their scales; the activation pack's bias undoes the unsigned offset.
+// Without `pair` the row ends after block i, and the activations above read as zero.
+template <int NT>
+inline void pair_tokens(__m512i w, __m512 dw, const ActPack& a, int64_t t0, int64_t i, bool pair,
+                        __m512* acc) {
+  for (int t = 0; t < NT; ++t) {
+    const uint8_t* aq = a.q + (t0 + t) * a.q_stride + i * kQK;
+    const float* ad = a.d + (t0 + t) * a.d_stride + i * 8;
+    const int32_t* ab = a.bias + (t0 + t) * a.bias_stride + i * 8;
+    __m512i av, bias;
+    __m512 da;
+    if (pair) {
+      av = _mm512_loadu_si512(aq);
+      bias = _mm512_loadu_si512(ab);
+      da = _mm512_loadu_ps(ad);
+    } else {
+      av = _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(aq)));
+      bias = _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab)));
+      da = _mm512_zextps256_ps512(_mm256_loadu_ps(ad));
+    }
+    const __m512i s = _mm512_dpbusd_epi32(bias, w, av);
+    acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, da), acc[t]);
+  }
+}
+
 // Q8_0 rows (decode): per pair of blocks, two weight loads, one sign-bit flip, one vpdpbusd
 // seeded with the activation's correction, and the float rescale; nothing is computed per row
 // that the activation pack could hold instead, which keeps the kernel ahead of DRAM.
@@ -58,24 +84,7 @@ struct Q8_0Row {
       const __m512i w = _mm512_xor_si512(
           join256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].qs)), w_hi), k128);
       const __m512 dw = pair_scales(b + i, pair);
-      for (int t = 0; t < NT; ++t) {
-        const uint8_t* aq = a.q + (t0 + t) * a.q_stride + i * kQK;
-        const float* ad = a.d + (t0 + t) * a.d_stride + i * 8;
-        const int32_t* ab = a.bias + (t0 + t) * a.bias_stride + i * 8;
-        __m512i av, bias;
-        __m512 da;
-        if (pair) {
-          av = _mm512_loadu_si512(aq);
-          bias = _mm512_loadu_si512(ab);
-          da = _mm512_loadu_ps(ad);
-        } else {
-          av = _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(aq)));
-          bias = _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab)));
-          da = _mm512_zextps256_ps512(_mm256_loadu_ps(ad));
-        }
-        const __m512i s = _mm512_dpbusd_epi32(bias, w, av);
-        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, da), acc[t]);
-      }
+      pair_tokens<NT>(w, dw, a, t0, i, pair, acc);
     }
     for (int t = 0; t < NT; ++t) out[t] = hsum512(acc[t]);
   }
@@ -185,24 +194,7 @@ struct Q4_0Row {
       const __m512i w =
           join256(q4_0_block(b[i]), pair ? q4_0_block(b[i + 1]) : _mm256_setzero_si256());
       const __m512 dw = join_broadcast(f16_scale(b[i].d), pair ? f16_scale(b[i + 1].d) : 0.0f);
-      for (int t = 0; t < NT; ++t) {
-        const uint8_t* aq = a.q + (t0 + t) * a.q_stride + i * kQK;
-        const float* ad = a.d + (t0 + t) * a.d_stride + i * 8;
-        const int32_t* ab = a.bias + (t0 + t) * a.bias_stride + i * 8;
-        __m512i av, bias;
-        __m512 da;
-        if (pair) {
-          av = _mm512_loadu_si512(aq);
-          bias = _mm512_loadu_si512(ab);
-          da = _mm512_loadu_ps(ad);
-        } else {
-          av = _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(aq)));
-          bias = _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab)));
-          da = _mm512_zextps256_ps512(_mm256_loadu_ps(ad));
-        }
-        const __m512i s = _mm512_dpbusd_epi32(bias, w, av);
-        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, da), acc[t]);
-      }
+      pair_tokens<NT>(w, dw, a, t0, i, pair, acc);
     }
     for (int t = 0; t < NT; ++t) out[t] = hsum512(acc[t]);
   }
