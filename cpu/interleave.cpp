@@ -76,9 +76,11 @@ void check_shape(GgmlType file_type, int64_t n_rows, int64_t n_cols, const char*
     throw std::invalid_argument(std::string(what) + ": " + std::to_string(n_rows) +
                                 " rows is not a multiple of " + std::to_string(kInterleaveRows));
   }
-  if (file_type == GgmlType::Q8_0 && n_cols % (2 * kQK) != 0) {
-    throw std::invalid_argument(std::string(what) + ": q8_0 rows of " + std::to_string(n_cols) +
-                                " elements do not hold an even number of blocks");
+  if (n_cols % interleaved_row_multiple(file_type) != 0) {
+    throw std::invalid_argument(std::string(what) + ": " + std::string(traits(file_type).name) +
+                                " rows of " + std::to_string(n_cols) +
+                                " elements are not a multiple of the layout's " +
+                                std::to_string(interleaved_row_multiple(file_type)));
   }
 }
 
@@ -108,6 +110,11 @@ GgmlType file_type_of(GgmlType type) {
   return type;
 }
 
+int64_t interleaved_row_multiple(GgmlType type) {
+  const GgmlType file_type = file_type_of(type);
+  return (file_type == GgmlType::Q8_0 ? 2 : 1) * traits(file_type).block_elems;
+}
+
 bool is_interleaved(GgmlType type) {
   return file_type_of(type) != type;
 }
@@ -115,7 +122,7 @@ bool is_interleaved(GgmlType type) {
 bool worth_interleaving(GgmlType type, int64_t n_rows, int64_t n_cols) {
   const std::optional<GgmlType> x = interleaved_type(type);
   if (!x || n_rows <= 0 || n_rows % kInterleaveRows != 0) return false;
-  if (type == GgmlType::Q8_0 && n_cols % (2 * kQK) != 0) return false;
+  if (n_cols % interleaved_row_multiple(type) != 0) return false;
   return find_fast_kernel(*x, cpu_features()) != nullptr;
 }
 

@@ -31,6 +31,10 @@ std::optional<GgmlType> interleaved_type(GgmlType type);
 GgmlType file_type_of(GgmlType type);
 bool is_interleaved(GgmlType type);
 
+// What a row length of `type` (a file type or its interleaved layout) must be a multiple of for
+// the interleaved layout: the block, or for Q8_0, which pairs its blocks, two blocks.
+int64_t interleaved_row_multiple(GgmlType type);
+
 // Whether an n_rows x n_cols matrix of `type` can be interleaved and this CPU has a kernel for
 // the result: the type has an interleaved layout, n_rows is a multiple of kInterleaveRows and,
 // for Q8_0, a row holds an even number of blocks.

@@ -28,13 +28,12 @@ void check_matrix(const MatrixRef& w) {
   }
   if (is_interleaved(w.type) &&
       (w.n_rows % kInterleaveRows != 0 || w.row_stride != row_bytes(w.type, w.n_cols) ||
-       (w.type == GgmlType::Q8_0_X16 && w.n_cols % (2 * t.block_elems) != 0))) {
+       w.n_cols % interleaved_row_multiple(w.type) != 0)) {
     throw std::invalid_argument("matmul: an interleaved " + std::string(t.name) +
                                 " matrix needs whole groups of packed rows (q8_0_x16: rows of "
                                 "an even number of blocks), got " +
-                                std::to_string(w.n_rows) + " rows of " +
-                                std::to_string(w.n_cols) + " elements, stride " +
-                                std::to_string(w.row_stride));
+                                std::to_string(w.n_rows) + " rows of " + std::to_string(w.n_cols) +
+                                " elements, stride " + std::to_string(w.row_stride));
   }
 }
 
