@@ -89,10 +89,13 @@ void dot_rows_ref(const MatrixRef& w, const uint8_t* act, int64_t act_stride, in
   }
 }
 
-// Rows per parallel chunk: about 4 chunks per thread (load balance), in whole 16-row blocks
-// once chunks are that large (the kernels' row block).
+// Rows per parallel chunk: about 16 chunks per thread, in whole 16-row blocks once chunks are
+// that large (the kernels' row block). Threads seldom stream at the same speed (a shared or
+// virtual machine), and a thread that runs out of chunks waits at the join; small chunks keep
+// that wait short while each chunk is still a long forward stream (the output head's 150k rows
+// make 5k-row chunks).
 int64_t row_grain(int64_t n_rows, int n_threads) {
-  const int64_t chunks = 4 * static_cast<int64_t>(n_threads);
+  const int64_t chunks = 16 * static_cast<int64_t>(n_threads);
   const int64_t grain = (n_rows + chunks - 1) / chunks;
   return grain < 16 ? std::max<int64_t>(grain, 1) : (grain + 15) / 16 * 16;
 }
@@ -211,11 +214,13 @@ void matmul_many(std::span<const MatmulJob> jobs, CpuArena* arena) {
     }
   };
   const int n_threads = arena ? arena->n_threads() : 1;
-  // Rows of all jobs in chunks: about 8 per thread over the whole batch, in 16-row blocks.
+  // Rows of all jobs in chunks: about 32 per thread over the whole batch, in 16-row blocks (see
+  // row_grain: short waits at the join; a decode step's gate and up products make 192-row
+  // chunks).
   int64_t total_rows = 0;
   for (const MatmulJob& job : jobs) total_rows += job.n_tokens > 0 ? job.w.n_rows : 0;
   // 16 is also the largest FastKernel::row_block, so chunks start at whole row blocks.
-  const int64_t grain = std::max<int64_t>(16, (total_rows / (8 * n_threads) + 15) / 16 * 16);
+  const int64_t grain = std::max<int64_t>(16, (total_rows / (32 * n_threads) + 15) / 16 * 16);
   struct Chunk {
     size_t job;
     int64_t lo, hi;
