@@ -11,15 +11,6 @@ namespace tandem {
 
 class CpuArena;
 
-// n_rows rows of n_cols elements of `type`; row r starts at data + r * row_stride bytes.
-struct MatrixRef {
-  GgmlType type;
-  const void* data;
-  int64_t n_rows;
-  int64_t n_cols;
-  int64_t row_stride;
-};
-
 // y[t * n_rows + r] = dot(row r of w, x[t * n_cols ...]) for t < n_tokens.  Activations are first
 // converted to vec_dot_type(w.type) (once per token row), then dotted like llama.cpp. arena may be
 // null (single-threaded). No allocation per call in steady state (reuse thread-local scratch).

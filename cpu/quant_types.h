@@ -38,10 +38,10 @@ inline constexpr uint32_t kFirstMemoryLayoutId = 1000;
 
 struct TypeTraits {
   GgmlType type;
-  std::string_view name;   // lower-case, as llama.cpp prints it ("q8_0", "bf16")
-  int64_t block_elems;     // elements per block (1 for plain floats)
-  int64_t block_bytes;     // bytes per block
-  bool supported;          // Tandem can dequantize and compute with it
+  std::string_view name;  // lower-case, as llama.cpp prints it ("q8_0", "bf16")
+  int64_t block_elems;    // elements per block (1 for plain floats)
+  int64_t block_bytes;    // bytes per block
+  bool supported;         // Tandem can dequantize and compute with it
 };
 
 // Traits of a known file type id, or nullopt for an id Tandem does not know (memory layout ids
@@ -58,5 +58,14 @@ inline int64_t row_bytes(GgmlType type, int64_t n_elems) {
   const TypeTraits& t = traits(type);
   return n_elems / t.block_elems * t.block_bytes;
 }
+
+// n_rows rows of n_cols elements of `type`; row r starts at data + r * row_stride bytes.
+struct MatrixRef {
+  GgmlType type;
+  const void* data;
+  int64_t n_rows;
+  int64_t n_cols;
+  int64_t row_stride;
+};
 
 }  // namespace tandem

@@ -53,9 +53,9 @@ class Accelerator {
  public:
   virtual ~Accelerator() = default;
 
-  virtual std::string name() const = 0;          // e.g. "sim (rtx4090-ddr5-desktop)", "cuda:0 NVIDIA H100"
-  virtual uint64_t memory_budget() const = 0;    // bytes this process may allocate
-  virtual uint64_t live_bytes() const = 0;       // bytes currently allocated
+  virtual std::string name() const = 0;  // e.g. "sim (rtx4090-ddr5-desktop)", "cuda:0 NVIDIA H100"
+  virtual uint64_t memory_budget() const = 0;  // bytes this process may allocate
+  virtual uint64_t live_bytes() const = 0;     // bytes currently allocated
 
   // Throws AcceleratorError naming the request and the budget when it does not fit.
   virtual DeviceBuffer allocate(uint64_t bytes) = 0;
@@ -65,6 +65,12 @@ class Accelerator {
                               uint64_t bytes) = 0;
   virtual void copy_to_host(Stream stream, void* dst, DeviceBuffer src, uint64_t src_offset,
                             uint64_t bytes) = 0;
+  // Copies a host weight matrix (host.n_rows rows of host.row_stride bytes) to dst + dst_offset
+  // in the file layout the device kernels read: a matrix the CPU keeps row-interleaved
+  // (cpu/interleave.h, e.g. Q4_K_X16) arrives as rows of its file type (Q4_K). host.data is read
+  // when the copy runs, as with copy_to_device.
+  virtual void upload_matrix(Stream stream, DeviceBuffer dst, uint64_t dst_offset,
+                             const MatrixRef& host) = 0;
   virtual Event record(Stream stream) = 0;
   // Work queued on `stream` after this call starts only once `event` has completed.
   virtual void wait(Stream stream, Event event) = 0;
@@ -83,7 +89,8 @@ class Accelerator {
                         DeviceBuffer y) = 0;
   // In-place RoPE over n_heads heads of head_dim per token; positions: n_tokens int32.
   virtual void rope(DeviceBuffer x, DeviceBuffer positions, int64_t n_tokens, int64_t n_heads,
-                    int64_t head_dim, int64_t n_rot, float freq_base, float freq_scale, bool neox) = 0;
+                    int64_t head_dim, int64_t n_rot, float freq_base, float freq_scale,
+                    bool neox) = 0;
   // Router: probs = softmax(logits[t]) over n_expert, top-k ids/weights (optionally renormalised).
   virtual void router_topk(DeviceBuffer logits, int64_t n_tokens, int64_t n_expert, int64_t k,
                            bool renormalize, DeviceBuffer ids, DeviceBuffer weights) = 0;

@@ -25,6 +25,7 @@
 #include "cpu/quant_blocks.h"
 #include "gpu/cuda/device_query.h"
 #include "gpu/sim/sim_kernels.h"
+#include "tests/upload_check.h"
 #endif
 
 namespace tandem {
@@ -371,6 +372,13 @@ TEST_F(CudaOps, BudgetCopiesAndEvents) {
   EXPECT_GT(acc_->live_bytes(), 0u);
   EXPECT_THROW(acc_->copy_to_device(Stream::Copy, b, src.size() - 1, src.data(), 2),
                AcceleratorError);
+}
+
+// Interleaved host rows go through the staging ring in whole groups (the 8.9 MB Q8_0 matrix
+// spans three 4 MiB slots) and arrive as the file's rows.
+TEST_F(CudaOps, UploadMatrixRebuildsFileRows) {
+  test::expect_upload_rebuilds_rows(*acc_, GgmlType::Q4_K, 48, 512, 31);
+  test::expect_upload_rebuilds_rows(*acc_, GgmlType::Q8_0, 2048, 4096, 32);
 }
 
 #endif  // TANDEM_HAVE_CUDA

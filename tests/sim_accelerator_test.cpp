@@ -24,6 +24,7 @@
 #include "engine/trace.h"
 #include "gpu/sim/sim_accelerator.h"
 #include "gpu/sim/sim_kernels.h"
+#include "tests/upload_check.h"
 
 namespace tandem {
 namespace {
@@ -389,6 +390,14 @@ TEST_F(SimTest, ComputeWaitingOnCopyEventSeesCopiedData) {
   // In virtual time the matmul ran after both copies.
   EXPECT_GE(sim().clock_us(Stream::Compute), sim().clock_us(Stream::Copy));
   acc_->wait(Stream::Compute, Event{});  // the empty event is already complete
+}
+
+// The engine keeps Q4_K and Q8_0 rows interleaved for its CPU kernels; uploads rebuild the rows
+// (odd group counts, and a Q8_0 matrix of 4.4 MB).
+TEST_F(SimTest, UploadMatrixRebuildsFileRows) {
+  test::expect_upload_rebuilds_rows(*acc_, GgmlType::Q4_K, 48, 512, 21);
+  test::expect_upload_rebuilds_rows(*acc_, GgmlType::Q8_0, 16, 64, 22);
+  test::expect_upload_rebuilds_rows(*acc_, GgmlType::Q8_0, 1024, 4096, 23);
 }
 
 struct Span {

@@ -5,6 +5,7 @@
 #include <iterator>
 #include <string>
 
+#include "cpu/interleave.h"
 #include "gpu/cuda/common.cuh"
 #include "gpu/cuda/cuda_accelerator_impl.h"
 #include "gpu/cuda/device_query.h"
@@ -208,6 +209,20 @@ bool CudaAcceleratorImpl::is_pinned(const void* p) const {
 // Pageable source: each chunk is copied into a pinned slot, whose previous DMA must be done.
 void CudaAcceleratorImpl::staged_copy(cudaStream_t s, uint8_t* dst, const uint8_t* src,
                                       uint64_t bytes) {
+  staged_fill(s, dst, bytes, 1, [src](uint64_t offset, uint64_t n, uint8_t* slot) {
+    std::memcpy(slot, src + offset, n);
+  });
+}
+
+// Chunks of a multiple of `unit` bytes are written by fill(offset, n, slot) into a pinned slot
+// whose previous DMA is done, then sent.
+void CudaAcceleratorImpl::staged_fill(
+    cudaStream_t s, uint8_t* dst, uint64_t bytes, uint64_t unit,
+    const std::function<void(uint64_t, uint64_t, uint8_t*)>& fill) {
+  if (unit == 0 || unit > kRingSlotBytes) {
+    throw AcceleratorError("staged copy: units of " + std::to_string(unit) +
+                           " bytes do not fit a staging slot of " + std::to_string(kRingSlotBytes));
+  }
   if (ring_.empty()) {
     ring_.resize(kRingSlots);
     for (StagingSlot& slot : ring_) {
@@ -215,12 +230,13 @@ void CudaAcceleratorImpl::staged_copy(cudaStream_t s, uint8_t* dst, const uint8_
       CUDA_CHECK(cudaEventCreateWithFlags(&slot.done, cudaEventDisableTiming));
     }
   }
+  const uint64_t chunk = kRingSlotBytes / unit * unit;
   for (uint64_t done = 0; done < bytes;) {
-    const uint64_t n = std::min(kRingSlotBytes, bytes - done);
+    const uint64_t n = std::min(chunk, bytes - done);
     StagingSlot& slot = ring_[ring_next_];
     ring_next_ = (ring_next_ + 1) % ring_.size();
     CUDA_CHECK(cudaEventSynchronize(slot.done));
-    std::memcpy(slot.host, src + done, n);
+    fill(done, n, static_cast<uint8_t*>(slot.host));
     CUDA_CHECK(cudaMemcpyAsync(dst + done, slot.host, n, cudaMemcpyHostToDevice, s));
     CUDA_CHECK(cudaEventRecord(slot.done, s));
     done += n;
@@ -238,6 +254,23 @@ void CudaAcceleratorImpl::copy_to_device(Stream s, DeviceBuffer dst, uint64_t ds
   } else {
     staged_copy(stream(s), d, static_cast<const uint8_t*>(src), bytes);
   }
+}
+
+void CudaAcceleratorImpl::upload_matrix(Stream s, DeviceBuffer dst, uint64_t dst_offset,
+                                        const MatrixRef& host) {
+  const uint64_t bytes = static_cast<uint64_t>(host.n_rows) * host.row_stride;
+  if (!is_interleaved(host.type)) return copy_to_device(s, dst, dst_offset, host.data, bytes);
+  std::lock_guard<std::mutex> lock(mu_);
+  uint8_t* d = at(dst, dst_offset, bytes, "upload_matrix", "dst");
+  if (bytes == 0) return;
+  use_device();
+  // Rows are rebuilt from their groups while they are staged (the pageable path's memcpy).
+  const auto row = static_cast<uint64_t>(host.row_stride);
+  staged_fill(stream(s), d, bytes, row * kInterleaveRows,
+              [&host, row](uint64_t offset, uint64_t n, uint8_t* slot) {
+                const auto r0 = static_cast<int64_t>(offset / row);
+                copy_rows_deinterleaved(host, r0, r0 + static_cast<int64_t>(n / row), slot);
+              });
 }
 
 void CudaAcceleratorImpl::copy_to_host(Stream s, void* dst, DeviceBuffer src, uint64_t src_offset,

@@ -17,6 +17,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <string>
@@ -46,6 +47,8 @@ class CudaAcceleratorImpl final : public CudaAccelerator {
                       uint64_t bytes) override;
   void copy_to_host(Stream stream, void* dst, DeviceBuffer src, uint64_t src_offset,
                     uint64_t bytes) override;
+  void upload_matrix(Stream stream, DeviceBuffer dst, uint64_t dst_offset,
+                     const MatrixRef& host) override;
   Event record(Stream stream) override;
   void wait(Stream stream, Event event) override;
   void synchronize(Stream stream) override;
@@ -95,6 +98,8 @@ class CudaAcceleratorImpl final : public CudaAccelerator {
   void matmul_locked(const RowSource& w, const float* x, int64_t n_tokens, float* y);
   bool is_pinned(const void* p) const;
   void staged_copy(cudaStream_t s, uint8_t* dst, const uint8_t* src, uint64_t bytes);
+  void staged_fill(cudaStream_t s, uint8_t* dst, uint64_t bytes, uint64_t unit,
+                   const std::function<void(uint64_t, uint64_t, uint8_t*)>& fill);
   void retire_completed_events();
 
   int device_ = 0;

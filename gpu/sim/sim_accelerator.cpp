@@ -5,6 +5,7 @@
 #include <cstring>
 #include <exception>
 
+#include "cpu/interleave.h"
 #include "engine/trace.h"
 #include "gpu/sim_accelerator.h"
 
@@ -158,6 +159,17 @@ void SimAccelerator::copy_to_device(Stream s, DeviceBuffer dst, uint64_t dst_off
   uint8_t* d = at(dst, dst_offset, bytes, "copy_to_device", "dst");
   launch(s, "h2d " + std::to_string(bytes) + " B", cost_.copy_us(bytes),
          {{"bytes", std::to_string(bytes)}}, [d, src, bytes] { std::memcpy(d, src, bytes); });
+}
+
+void SimAccelerator::upload_matrix(Stream s, DeviceBuffer dst, uint64_t dst_offset,
+                                   const MatrixRef& host) {
+  const uint64_t bytes = static_cast<uint64_t>(host.n_rows) * host.row_stride;
+  if (!is_interleaved(host.type)) return copy_to_device(s, dst, dst_offset, host.data, bytes);
+  uint8_t* d = at(dst, dst_offset, bytes, "upload_matrix", "dst");
+  // The same bytes cross the link; the device stores them in the file's row layout.
+  launch(s, "h2d " + std::to_string(bytes) + " B", cost_.copy_us(bytes),
+         {{"bytes", std::to_string(bytes)}},
+         [d, host] { copy_rows_deinterleaved(host, 0, host.n_rows, d); });
 }
 
 void SimAccelerator::copy_to_host(Stream s, void* dst, DeviceBuffer src, uint64_t src_offset,
