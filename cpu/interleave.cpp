@@ -11,6 +11,10 @@
 #include "cpu/quant_blocks.h"
 
 namespace tandem {
+
+void deinterleave_group_q4_k_avx512(const uint8_t* group, uint8_t* rows, int64_t row_size);
+void deinterleave_group_q8_0_avx512(const uint8_t* group, uint8_t* rows, int64_t row_size);
+
 namespace {
 
 constexpr int64_t kWordBytes = 4;
@@ -65,8 +69,13 @@ void move_group_q8_0(const uint8_t* src, uint8_t* dst, int64_t row_size, Directi
 }
 
 // Moves one group of 16 rows between the file layout (rows) and the interleaved one (mixed).
+// Back to rows runs on every upload of an interleaved expert, so it has a vector path.
 void move_group(GgmlType file_type, const uint8_t* src, uint8_t* dst, int64_t row_size,
                 Direction direction) {
+  if (direction == Direction::ToRows && cpu_features().has_avx512_kernels()) {
+    if (file_type == GgmlType::Q8_0) return deinterleave_group_q8_0_avx512(src, dst, row_size);
+    return deinterleave_group_q4_k_avx512(src, dst, row_size);
+  }
   if (file_type == GgmlType::Q8_0) return move_group_q8_0(src, dst, row_size, direction);
   move_group_q4_k(src, dst, row_size, direction);
 }
@@ -145,14 +154,19 @@ void copy_rows_deinterleaved(const MatrixRef& w, int64_t r_lo, int64_t r_hi, uin
                                 " does not start a group");
   }
   const auto* base = static_cast<const uint8_t*>(w.data);
+  const GgmlType file_type = file_type_of(w.type);
   const int64_t group = w.row_stride * kInterleaveRows;
-  std::vector<uint8_t> rows(static_cast<size_t>(group));
-  for (int64_t r = r_lo; r < r_hi; r += kInterleaveRows) {
-    move_group(file_type_of(w.type), base + r * w.row_stride, rows.data(), w.row_stride,
+  // Whole groups go straight to dst; only a last, partial group needs a group of scratch.
+  int64_t r = r_lo;
+  for (; r + kInterleaveRows <= r_hi; r += kInterleaveRows) {
+    move_group(file_type, base + r * w.row_stride, dst + (r - r_lo) * w.row_stride, w.row_stride,
                Direction::ToRows);
-    const int64_t n = std::min(kInterleaveRows, r_hi - r);
+  }
+  if (r < r_hi) {
+    std::vector<uint8_t> rows(static_cast<size_t>(group));
+    move_group(file_type, base + r * w.row_stride, rows.data(), w.row_stride, Direction::ToRows);
     std::memcpy(dst + (r - r_lo) * w.row_stride, rows.data(),
-                static_cast<size_t>(n * w.row_stride));
+                static_cast<size_t>((r_hi - r) * w.row_stride));
   }
 }
 
