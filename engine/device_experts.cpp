@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "cpu/interleave.h"
+
 namespace tandem {
 namespace {
 
@@ -10,8 +12,9 @@ uint64_t expert_slice_bytes(const TensorView& t) {
   return static_cast<uint64_t>(t.row_stride()) * t.ne[1];
 }
 
+// On the device every matrix is in its file layout (Accelerator::upload_matrix).
 DeviceMatrix slice_matrix(const TensorView& t, DeviceBuffer buffer, uint64_t offset) {
-  return DeviceMatrix{t.type, buffer, offset, t.ne[1], t.ne[0], t.row_stride()};
+  return DeviceMatrix{file_type_of(t.type), buffer, offset, t.ne[1], t.ne[0], t.row_stride()};
 }
 
 }  // namespace
@@ -60,7 +63,8 @@ Event DeviceExpertSlots::load(int32_t slot, int32_t layer, int32_t expert) {
   uint64_t offset = 0;
   for (const TensorView* t : {&w.gate_exps, &w.up_exps, &w.down_exps}) {
     const uint64_t bytes = expert_slice_bytes(*t);
-    accelerator_.copy_to_device(Stream::Copy, s.buffer, offset, t->data + expert * bytes, bytes);
+    const MatrixRef host{t->type, t->data + expert * bytes, t->ne[1], t->ne[0], t->row_stride()};
+    accelerator_.upload_matrix(Stream::Copy, s.buffer, offset, host);
     offset += bytes;
   }
   return accelerator_.record(Stream::Copy);

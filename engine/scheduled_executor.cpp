@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu/interleave.h"
 #include "engine/device_experts.h"
 #include "engine/expert_executor.h"
 #include "engine/model.h"
@@ -27,7 +28,7 @@ sched::ModelShape shape_of(const Model& model, uint64_t expert_bytes) {
   const LayerWeights& w = model.layers().front();
   sched::ShapeHparams h;
   h.name = s.arch;
-  h.expert_type = type_name(w.gate_exps.type);
+  h.expert_type = type_name(file_type_of(w.gate_exps.type));  // the cost model knows file types
   h.n_layer = s.n_layer;
   h.n_expert = s.n_expert;
   h.n_expert_used = s.n_expert_used;

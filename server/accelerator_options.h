@@ -41,12 +41,6 @@ class AcceleratorSetup {
   void apply(EngineOptions& options, const Model& model);
   // Writes the trace file when --trace was given (call after the engine is gone).
   void finish() const;
-  // CPU-only runs let Model::load rearrange weights for the CPU kernels; an accelerator uploads
-  // the file's layout, so with one (sim included: its device copies stand for uploads) weights
-  // stay as in the file.
-  WeightLayout weight_layout() const {
-    return gpu.device == "none" ? WeightLayout::Cpu : WeightLayout::File;
-  }
 
   GpuConfig gpu;
   std::string policy = "auto";  // the scheduler's placement policy (config scheduler.policy)

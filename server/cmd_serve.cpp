@@ -126,7 +126,7 @@ Backend load_backend(ServeConfig& c, AcceleratorSetup accel, HttpServer& http) {
   const bool demo = c.model.path.empty();
   if (demo) c.model.path = demo_model_path();
   b.model = Model::load(c.model.path, c.model.mmap ? GgufMemory::Map : GgufMemory::Read,
-                        b.accel.weight_layout());
+                        WeightLayout::Cpu);
   if (demo) {
     std::fprintf(
         stderr,

@@ -1,11 +1,14 @@
 // The hybrid pipeline on the sim accelerator must give the CPU-only results: with 0%, 25% and
-// 100% of the experts cached in "device" memory, logits match and greedy tokens are equal.
+// 100% of the experts cached in "device" memory, logits match and greedy tokens are equal, with
+// weights in the file layout and with Q4_K/Q8_0 rows interleaved for the CPU (uploads then
+// rebuild the file's rows for the device).
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "cpu/cpu_features.h"
 #include "engine/engine.h"
 #include "engine/expert_executor.h"
 #include "engine/logit_case.h"
@@ -50,10 +53,12 @@ HardwareProfile sim_profile() {
 struct HybridCase {
   std::string model;
   double cached_fraction;
+  WeightLayout layout = WeightLayout::File;
 };
 
 void PrintTo(const HybridCase& c, std::ostream* os) {
-  *os << c.model << " cached " << c.cached_fraction;
+  *os << c.model << " cached " << c.cached_fraction
+      << (c.layout == WeightLayout::Cpu ? " (CPU layout)" : "");
 }
 
 class HybridParity : public testing::TestWithParam<HybridCase> {};
@@ -61,7 +66,11 @@ class HybridParity : public testing::TestWithParam<HybridCase> {};
 TEST_P(HybridParity, SimEqualsCpuOnly) {
   TANDEM_REQUIRE_SHARED();
   const HybridCase& hc = GetParam();
-  const auto model = Model::load(test::shared_path("models/" + hc.model + ".gguf"));
+  const auto model =
+      Model::load(test::shared_path("models/" + hc.model + ".gguf"), GgufMemory::Read, hc.layout);
+  if (hc.layout == WeightLayout::Cpu && cpu_features().has_avx512_kernels()) {
+    EXPECT_GT(model->n_interleaved(), 0) << "no matrix was rearranged: the test would not cover it";
+  }
   std::ifstream in(test::shared_path("golden/" + hc.model + ".json"));
   ASSERT_TRUE(in);
   const nlohmann::json golden = nlohmann::json::parse(in);
@@ -114,10 +123,14 @@ INSTANTIATE_TEST_SUITE_P(
                     HybridCase{"tiny-qwen3moe-f32", 1.0}, HybridCase{"tiny-qwen3moe-q8_0", 0.25},
                     HybridCase{"tiny-qwen3moe-q4_k_m", 0.25},
                     HybridCase{"tiny-qwen3moe-q4_k_m", 1.0}, HybridCase{"tiny-qwen2moe-f16", 0.25},
-                    HybridCase{"tiny-mixtral-f16", 0.25}, HybridCase{"tiny-olmoe-f16", 0.25}),
+                    HybridCase{"tiny-mixtral-f16", 0.25}, HybridCase{"tiny-olmoe-f16", 0.25},
+                    HybridCase{"tiny-qwen3moe-q8_0", 0.25, WeightLayout::Cpu},
+                    HybridCase{"tiny-qwen3moe-q4_k_m", 0.25, WeightLayout::Cpu},
+                    HybridCase{"tiny-qwen3moe-q4_k_m", 1.0, WeightLayout::Cpu}),
     [](const testing::TestParamInfo<HybridCase>& param_info) {
       std::string n = param_info.param.model + "_" +
-                      std::to_string(static_cast<int>(param_info.param.cached_fraction * 100));
+                      std::to_string(static_cast<int>(param_info.param.cached_fraction * 100)) +
+                      (param_info.param.layout == WeightLayout::Cpu ? "_cpu_layout" : "");
       for (char& c : n) c = std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
       return n;
     });
