@@ -190,18 +190,15 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
       if (p == sched::Placement::CopyThenGpu) {
         const int32_t slot = slot_for_copy(il, g->expert, &next_staging);
         if (slot >= 0) {
-          gpu_.push_back({g, slot, true});  // `copied` is set when the copy is queued
+          // Queued at once: the slot table must name the expert before the next admission
+          // picks a victim, or an expert admitted a moment ago would look slot-less.
+          gpu_.push_back({g, slot, true, slots_.load(slot, il, g->expert)});
+          ++stats_.copied_experts;
+          stats_.copied_bytes += slots_.slot_bytes();
           continue;
         }
       }
       cpu_groups_.push_back(g);  // planned on the CPU, or no slot free for the copy
-    }
-    // Copies first on the copy stream (one event each), then the compute stream's work.
-    for (DeviceExpertRunner::Job& w : gpu_) {
-      if (!w.after_copy) continue;
-      w.copied = slots_.load(w.slot, il, w.group->expert);
-      ++stats_.copied_experts;
-      stats_.copied_bytes += slots_.slot_bytes();
     }
     // Prefetched experts run after the cached ones and before this layer's copies.
     gpu_.insert(gpu_.begin() + static_cast<std::ptrdiff_t>(n_cached), from_prefetch_.begin(),
@@ -304,11 +301,12 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
   // its victim), else a staging slot not yet used in this layer; -1 when none is left.
   int32_t slot_for_copy(int32_t il, int32_t expert, size_t* next_staging) {
     int32_t victim = -1;
-    if (cache_->should_admit(il, expert, &victim) && victim >= 0 &&
-        !used_this_layer(slots_.slot_of(il, victim))) {
+    if (cache_->should_admit(il, expert, &victim) && victim >= 0) {
       const int32_t slot = slots_.slot_of(il, victim);
-      cache_->admit(il, expert, victim);
-      return slot;
+      if (slot >= 0 && !used_this_layer(slot)) {
+        cache_->admit(il, expert, victim);
+        return slot;
+      }
     }
     if (*next_staging < staging_.size()) return staging_[(*next_staging)++];
     return -1;

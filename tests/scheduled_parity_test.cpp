@@ -4,7 +4,10 @@
 // smaller than what the prompts touch.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -17,6 +20,7 @@
 #include "gpu/sim_accelerator.h"
 #include "tests/logit_case_compare.h"
 #include "tests/test_support.h"
+#include "tools/gen_model.h"
 
 namespace tandem {
 namespace {
@@ -143,6 +147,54 @@ TEST(ScheduledExecutor, UnknownPolicyIsRefusedByName) {
   } catch (const std::invalid_argument& e) {
     EXPECT_NE(std::string(e.what()).find("fastest"), std::string::npos) << e.what();
   }
+}
+
+// Many activated experts against a cache of a few slots per layer: one layer admits several
+// on-demand copies, and an expert admitted a moment ago may be the next admission's victim.
+// Every copy must have a slot and every cached expert its weights, for hundreds of steps.
+TEST(ScheduledExecutor, ManyCopiesPerLayerKeepCacheAndSlotsInStep) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("tandem-sched-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  GenModelOptions g;
+  g.output_path = (dir / "many-experts.gguf").string();
+  g.type = GgmlType::F32;
+  g.n_layer = 3;
+  g.n_embd = 128;
+  g.n_head = 2;
+  g.n_head_kv = 1;
+  g.head_dim = 64;
+  g.n_expert = 64;
+  g.n_expert_used = 8;
+  g.n_ff_expert = 64;
+  g.n_vocab = 512;
+  generate_model(g);
+  const auto model = Model::load(g.output_path);
+  const ModelSpec& spec = model->spec();
+  const LayerWeights& w = model->layers().front();
+  const uint64_t slot = (w.gate_exps.n_bytes + w.up_exps.n_bytes + w.down_exps.n_bytes) /
+                        static_cast<uint64_t>(spec.n_expert);
+  const HardwareProfile profile = load_hardware_profile(default_hardware_profile_path());
+  EngineOptions cpu_opts;
+  cpu_opts.n_ctx = 512;
+  Engine cpu(*model, cpu_opts);
+  for (const char* policy : {"tandem", "hybrimoe"}) {
+    const uint64_t cache = 40 * slot;  // staging and prefetch slots, then ~5 cached per layer
+    auto acc = make_sim_accelerator(profile, cache + (uint64_t{64} << 20), nullptr);
+    EngineOptions sim_opts = cpu_opts;
+    sim_opts.accelerator = acc.get();
+    sim_opts.expert_cache_bytes = cache;
+    sim_opts.expert_policy = policy;
+    Engine sim(*model, sim_opts);
+    const std::vector<int32_t> prompt = {1, 17, 230, 5, 99, 301, 42, 7};
+    const LogitCase a = run_logit_case(cpu, 0, prompt, nullptr, 300);
+    const LogitCase b = run_logit_case(sim, 0, prompt, nullptr, 300);
+    test::expect_same_logit_case(a, b, 1e-4f);
+    const ExpertRunStats& st = sim.expert_stats();
+    EXPECT_GT(st.copied_experts, st.prefetched_experts) << policy << ": copies on demand";
+    EXPECT_GT(st.cpu_experts, 0u) << policy;
+  }
+  fs::remove_all(dir);
 }
 
 }  // namespace
