@@ -56,33 +56,23 @@ BenchOptions parse(const Args& args) {
   ArgReader r(args);
   while (!r.done()) {
     const std::string a = r.next();
-    if (a == "-m" || a == "--model")
-      o.model_path = r.value(a);
-    else if (a == "-p" || a == "--n-prompt")
-      o.n_prompt = parse_int_list(a, r.value(a));
-    else if (a == "-n" || a == "--n-gen")
-      o.n_gen = parse_int_list(a, r.value(a));
-    else if (a == "-t" || a == "--threads")
-      o.threads = parse_int_list(a, r.value(a));
-    else if (a == "-r" || a == "--repetitions")
-      o.reps = static_cast<int32_t>(r.int_value(a, 1, 1000));
+    if (a == "-m" || a == "--model") o.model_path = r.value(a);
+    else if (a == "-p" || a == "--n-prompt") o.n_prompt = parse_int_list(a, r.value(a));
+    else if (a == "-n" || a == "--n-gen") o.n_gen = parse_int_list(a, r.value(a));
+    else if (a == "-t" || a == "--threads") o.threads = parse_int_list(a, r.value(a));
+    else if (a == "-r" || a == "--repetitions") o.reps = static_cast<int32_t>(r.int_value(a, 1, 1000));
     else if (a == "-o" || a == "--output") {
       const std::string v = r.value(a);
       if (v != "md" && v != "json") throw UsageError("option -o: '" + v + "' is not md or json");
       o.json = v == "json";
     } else if (a == "--kv-type") {
       const std::string v = r.value(a);
-      if (v != "f32" && v != "f16")
-        throw UsageError("option --kv-type: '" + v + "' is not f32 or f16");
+      if (v != "f32" && v != "f16") throw UsageError("option --kv-type: '" + v + "' is not f32 or f16");
       o.kv = v == "f16" ? KvType::F16 : KvType::F32;
-    } else if (a == "--roofline")
-      o.roofline = true;
-    else if (a == "--mmap")
-      o.weights = GgufMemory::Map;
-    else if (o.accel.parse_option(a, r))
-      continue;
-    else
-      throw UsageError("unknown option '" + a + "' (see tandem bench --help)");
+    } else if (a == "--roofline") o.roofline = true;
+    else if (a == "--mmap") o.weights = GgufMemory::Map;
+    else if (o.accel.parse_option(a, r)) continue;
+    else throw UsageError("unknown option '" + a + "' (see tandem bench --help)");
   }
   if (o.model_path.empty()) throw UsageError("no model given (-m FILE)");
   return o;
@@ -187,26 +177,17 @@ int cmd_bench(const Args& args) {
       const bool judge = probe && n_gen > 0;
       double bandwidth = judge ? probe->measure() : 0.0;
       std::vector<double> seconds;
-      for (int32_t r = 0; r < o.reps; ++r)
-        seconds.push_back(time_run(engine, n_prompt, n_gen, rng));
+      for (int32_t r = 0; r < o.reps; ++r) seconds.push_back(time_run(engine, n_prompt, n_gen, rng));
       if (judge) bandwidth = std::max(bandwidth, probe->measure());
       const Stats s = summarize(seconds, n_tokens);
-      const std::string test =
-          n_prompt > 0 ? "pp" + std::to_string(n_prompt) : "tg" + std::to_string(n_gen);
+      const std::string test = n_prompt > 0 ? "pp" + std::to_string(n_prompt) : "tg" + std::to_string(n_gen);
       const double gbs = n_gen > 0 ? s.avg_ts * gb_per_token : 0.0;
       if (o.json) {
-        rows.push_back({{"model_filename", o.model_path},
-                        {"model_type", spec.arch},
-                        {"model_size", model->file().file_size()},
-                        {"n_threads", arena.n_threads()},
-                        {"n_prompt", n_prompt},
-                        {"n_gen", n_gen},
-                        {"avg_ns", s.avg_ns},
-                        {"stddev_ns", s.stddev_ns},
-                        {"avg_ts", s.avg_ts},
-                        {"stddev_ts", s.stddev_ts},
-                        {"samples_ns", s.samples_ns},
-                        {"samples_ts", s.samples_ts},
+        rows.push_back({{"model_filename", o.model_path}, {"model_type", spec.arch},
+                        {"model_size", model->file().file_size()}, {"n_threads", arena.n_threads()},
+                        {"n_prompt", n_prompt}, {"n_gen", n_gen}, {"avg_ns", s.avg_ns},
+                        {"stddev_ns", s.stddev_ns}, {"avg_ts", s.avg_ts}, {"stddev_ts", s.stddev_ts},
+                        {"samples_ns", s.samples_ns}, {"samples_ts", s.samples_ts},
                         {"type_k", o.kv == KvType::F16 ? "f16" : "f32"}});
         if (o.roofline && n_gen > 0) {
           rows.back()["bytes_per_token"] = model->bytes_per_token();
@@ -216,43 +197,37 @@ int cmd_bench(const Args& args) {
       } else {
         std::printf("| %s | %.2f GiB | %d | %s | %.2f ± %.2f |", spec.arch.c_str(), size_gib,
                     arena.n_threads(), test.c_str(), s.avg_ts, s.stddev_ts);
-        if (o.roofline && n_gen > 0)
-          std::printf(" %.1f | %.0f%% of %.1f GB/s |", gbs, 100 * gbs / bandwidth, bandwidth);
-        else if (o.roofline)
-          std::printf(" | |");
+        if (o.roofline && n_gen > 0) std::printf(" %.1f | %.0f%% of %.1f GB/s |", gbs, 100 * gbs / bandwidth, bandwidth);
+        else if (o.roofline) std::printf(" | |");
         std::printf("\n");
         std::fflush(stdout);
       }
     };
-    for (int32_t p : o.n_prompt)
-      if (p > 0) run_test(p, 0);
-    for (int32_t n : o.n_gen)
-      if (n > 0) run_test(0, n);
+    for (int32_t p : o.n_prompt) if (p > 0) run_test(p, 0);
+    for (int32_t n : o.n_gen) if (n > 0) run_test(0, n);
     if (eo.accelerator && !o.json) {
       const ExpertRunStats& st = engine.expert_stats();
       const double runs = static_cast<double>(st.cpu_experts + st.gpu_experts);
-      std::printf(
-          "experts (%d threads, warm-ups included): %llu on the CPU, %llu on the accelerator "
-          "(%.1f%% cache hits), %llu copied (%.1f MB)\n",
-          arena.n_threads(), static_cast<unsigned long long>(st.cpu_experts),
-          static_cast<unsigned long long>(st.gpu_experts),
-          runs > 0 ? 100.0 * static_cast<double>(st.cache_hits) / runs : 0.0,
-          static_cast<unsigned long long>(st.copied_experts),
-          static_cast<double>(st.copied_bytes) / 1e6);
+      std::printf("experts (%d threads, warm-ups included): %llu on the CPU, %llu on the accelerator "
+                  "(%.1f%% cache hits), %llu copied (%.1f MB)\n",
+                  arena.n_threads(), static_cast<unsigned long long>(st.cpu_experts),
+                  static_cast<unsigned long long>(st.gpu_experts),
+                  runs > 0 ? 100.0 * static_cast<double>(st.cache_hits) / runs : 0.0,
+                  static_cast<unsigned long long>(st.copied_experts),
+                  static_cast<double>(st.copied_bytes) / 1e6);
       if (st.cost_observations > 0) {
-        std::printf(
-            "cost model: CPU expert times predicted within %.1f%% (moving average of the "
-            "relative error; %llu runs observed, curve refit online)\n",
-            100.0 * st.cpu_cost_error, static_cast<unsigned long long>(st.cost_observations));
+        std::printf("cost model: CPU expert times predicted within %.1f%% (moving average of the "
+                    "relative error; %llu runs observed, curve refit online)\n",
+                    100.0 * st.cpu_cost_error,
+                    static_cast<unsigned long long>(st.cost_observations));
       }
       if (st.predicted_experts > 0) {
-        std::printf(
-            "prefetch: %llu experts copied ahead, %llu of them used; the next layer's "
-            "prediction named %.1f%% of its activated experts\n",
-            static_cast<unsigned long long>(st.prefetched_experts),
-            static_cast<unsigned long long>(st.prefetch_hits),
-            100.0 * static_cast<double>(st.predicted_correct) /
-                static_cast<double>(st.predicted_experts));
+        std::printf("prefetch: %llu experts copied ahead, %llu of them used; the next layer's "
+                    "prediction named %.1f%% of its activated experts\n",
+                    static_cast<unsigned long long>(st.prefetched_experts),
+                    static_cast<unsigned long long>(st.prefetch_hits),
+                    100.0 * static_cast<double>(st.predicted_correct) /
+                        static_cast<double>(st.predicted_experts));
       }
     }
   }

@@ -18,8 +18,7 @@
 namespace tandem {
 namespace {
 
-constexpr const char* kHelp =
-    R"(usage: tandem run -m MODEL (-p PROMPT | --prompt-tokens IDS) [options]
+constexpr const char* kHelp = R"(usage: tandem run -m MODEL (-p PROMPT | --prompt-tokens IDS) [options]
 
 Generates text, streaming it to stdout, then prints prompt and generation tokens/s to stderr.
 
@@ -59,50 +58,30 @@ RunOptions parse(const Args& args) {
   ArgReader r(args);
   while (!r.done()) {
     const std::string a = r.next();
-    if (a == "-m" || a == "--model")
-      o.model_path = r.value(a);
-    else if (a == "--mmap")
-      o.weights = GgufMemory::Map;
-    else if (a == "-p" || a == "--prompt") {
-      o.prompt = r.value(a);
-      o.have_prompt = true;
-    } else if (a == "-n" || a == "--n-predict")
-      o.n_predict = static_cast<int32_t>(r.int_value(a, 0, 1 << 20));
-    else if (a == "--temp")
-      o.sampling.temperature = static_cast<float>(r.float_value(a, 0, 100));
-    else if (a == "--top-k")
-      o.sampling.top_k = static_cast<int32_t>(r.int_value(a, 0, 1 << 24));
-    else if (a == "--top-p")
-      o.sampling.top_p = static_cast<float>(r.float_value(a, 0, 1));
-    else if (a == "--min-p")
-      o.sampling.min_p = static_cast<float>(r.float_value(a, 0, 1));
-    else if (a == "--repeat-penalty")
-      o.sampling.repeat_penalty = static_cast<float>(r.float_value(a, 0, 100));
-    else if (a == "--presence-penalty")
-      o.sampling.presence_penalty = static_cast<float>(r.float_value(a, -100, 100));
-    else if (a == "--frequency-penalty")
-      o.sampling.frequency_penalty = static_cast<float>(r.float_value(a, -100, 100));
-    else if (a == "--seed")
-      o.sampling.seed = static_cast<uint64_t>(r.int_value(a, 0, INT64_MAX));
-    else if (a == "-t" || a == "--threads")
-      o.engine.n_threads = static_cast<int32_t>(r.int_value(a, 0, 4096));
-    else if (a == "-c" || a == "--ctx-size")
-      o.engine.n_ctx = static_cast<int32_t>(r.int_value(a, 1, 1 << 22));
+    if (a == "-m" || a == "--model") o.model_path = r.value(a);
+    else if (a == "--mmap") o.weights = GgufMemory::Map;
+    else if (a == "-p" || a == "--prompt") { o.prompt = r.value(a); o.have_prompt = true; }
+    else if (a == "-n" || a == "--n-predict") o.n_predict = static_cast<int32_t>(r.int_value(a, 0, 1 << 20));
+    else if (a == "--temp") o.sampling.temperature = static_cast<float>(r.float_value(a, 0, 100));
+    else if (a == "--top-k") o.sampling.top_k = static_cast<int32_t>(r.int_value(a, 0, 1 << 24));
+    else if (a == "--top-p") o.sampling.top_p = static_cast<float>(r.float_value(a, 0, 1));
+    else if (a == "--min-p") o.sampling.min_p = static_cast<float>(r.float_value(a, 0, 1));
+    else if (a == "--repeat-penalty") o.sampling.repeat_penalty = static_cast<float>(r.float_value(a, 0, 100));
+    else if (a == "--presence-penalty") o.sampling.presence_penalty = static_cast<float>(r.float_value(a, -100, 100));
+    else if (a == "--frequency-penalty") o.sampling.frequency_penalty = static_cast<float>(r.float_value(a, -100, 100));
+    else if (a == "--seed") o.sampling.seed = static_cast<uint64_t>(r.int_value(a, 0, INT64_MAX));
+    else if (a == "-t" || a == "--threads") o.engine.n_threads = static_cast<int32_t>(r.int_value(a, 0, 4096));
+    else if (a == "-c" || a == "--ctx-size") o.engine.n_ctx = static_cast<int32_t>(r.int_value(a, 1, 1 << 22));
     else if (a == "--kv-type") {
       const std::string v = r.value(a);
-      if (v != "f32" && v != "f16")
-        throw UsageError("option --kv-type: '" + v + "' is not f32 or f16");
+      if (v != "f32" && v != "f16") throw UsageError("option --kv-type: '" + v + "' is not f32 or f16");
       o.engine.kv_type = v == "f16" ? KvType::F16 : KvType::F32;
-    } else if (a == "--prompt-tokens")
-      o.prompt_tokens.push_back(parse_int_list(a, r.value(a)));
-    else if (a == "--force-tokens")
-      o.force_tokens.push_back(parse_int_list(a, r.value(a)));
-    else if (a == "--dump-logits")
-      o.dump_path = r.value(a);
-    else if (o.accel.parse_option(a, r))
-      continue;
-    else
-      throw UsageError("unknown option '" + a + "' (see tandem run --help)");
+    }
+    else if (a == "--prompt-tokens") o.prompt_tokens.push_back(parse_int_list(a, r.value(a)));
+    else if (a == "--force-tokens") o.force_tokens.push_back(parse_int_list(a, r.value(a)));
+    else if (a == "--dump-logits") o.dump_path = r.value(a);
+    else if (o.accel.parse_option(a, r)) continue;
+    else throw UsageError("unknown option '" + a + "' (see tandem run --help)");
   }
   if (o.model_path.empty()) throw UsageError("no model given (-m FILE)");
   if (o.have_prompt == !o.prompt_tokens.empty()) {
@@ -118,9 +97,7 @@ RunOptions parse(const Args& args) {
 }
 
 using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 std::vector<BatchEntry> prompt_batch(const std::vector<int32_t>& tokens, bool all_logits) {
   std::vector<BatchEntry> batch;
@@ -137,8 +114,7 @@ int dump_logits(const RunOptions& o, Engine& engine) {
   out["cases"] = nlohmann::json::array();
   for (size_t i = 0; i < o.prompt_tokens.size(); ++i) {
     const std::vector<int32_t>* forced = i < o.force_tokens.size() ? &o.force_tokens[i] : nullptr;
-    out["cases"].push_back(
-        to_json(run_logit_case(engine, 0, o.prompt_tokens[i], forced, o.n_predict)));
+    out["cases"].push_back(to_json(run_logit_case(engine, 0, o.prompt_tokens[i], forced, o.n_predict)));
   }
   std::ofstream f(o.dump_path);
   if (!f) throw std::runtime_error("cannot write " + o.dump_path);
@@ -149,8 +125,7 @@ int dump_logits(const RunOptions& o, Engine& engine) {
 
 int generate(const RunOptions& o, const Model& model, Engine& engine) {
   const Tokenizer& tok = model.tokenizer();
-  const std::vector<int32_t> prompt =
-      o.have_prompt ? tok.encode(o.prompt, true, true) : o.prompt_tokens[0];
+  const std::vector<int32_t> prompt = o.have_prompt ? tok.encode(o.prompt, true, true) : o.prompt_tokens[0];
   if (prompt.empty()) throw UsageError("the prompt tokenizes to no tokens");
   if (static_cast<int64_t>(prompt.size()) + o.n_predict > engine.options().n_ctx) {
     throw UsageError("prompt (" + std::to_string(prompt.size()) + " tokens) + -n " +
