@@ -165,7 +165,7 @@ TEST(Interleave, FewTokensEqualTheStripsExactly) {
     const auto x = activations(m.n_cols, n, 11);
     CpuArena arena(2);
     const auto batch = product(m.interleaved_ref(), x, n, &arena);
-    for (int64_t count : {1, 3, 5}) {
+    for (int64_t count : {1, 2, 3, 5, 6, 7}) {  // every tail after the 4-token tiles
       for (CpuArena* a : {static_cast<CpuArena*>(nullptr), &arena}) {
         const std::vector<float> xs(x.begin(), x.begin() + count * m.n_cols);
         const auto few = product(m.interleaved_ref(), xs, count, a);

@@ -100,7 +100,21 @@ void run_interleaved(const MatrixRef& w, const ActPack& a, int64_t r_lo, int64_t
       continue;
     }
     for (; t + 4 <= t_hi; t += 4) Interleaved::template direct<4>(group, nb, a, t, yr, y_stride);
-    for (; t < t_hi; ++t) Interleaved::template direct<1>(group, nb, a, t, yr, y_stride);
+    // The last 1-3 tokens (a few sequences decoding together) in one pass over the group, not
+    // one pass per token: one matrix of 768 x 2048, 2 tokens, one thread took 1.4-1.5x less.
+    switch (t_hi - t) {
+      case 3:
+        Interleaved::template direct<3>(group, nb, a, t, yr, y_stride);
+        break;
+      case 2:
+        Interleaved::template direct<2>(group, nb, a, t, yr, y_stride);
+        break;
+      case 1:
+        Interleaved::template direct<1>(group, nb, a, t, yr, y_stride);
+        break;
+      default:
+        break;
+    }
   }
 }
 
