@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cpu/arena.h"
+#include "cpu/interleave.h"
 #include "cpu/quant.h"
 #include "engine/moe.h"
 #include "gpu/accelerator_factory.h"
@@ -121,7 +122,7 @@ CalibrateArgs parse_args(const Args& args, bool* help) {
 }
 
 // `n_experts` copies of one random expert (gate, up, down) in `type`, laid out as the engine's
-// stacked expert tensors.
+// stacked expert tensors (Q4_K and Q8_0 rows interleaved where this CPU has the kernels).
 struct ExpertPool {
   std::vector<uint8_t> gate, up, down;
   LayerWeights layer;
@@ -144,8 +145,13 @@ ExpertPool make_pool(const sched::ModelShape& shape, GgmlType type, int n_expert
       for (int64_t c = 0; c < cols; ++c) row[c] = dist(rng);
       quantize_row(type, row.data(), bytes.data() + r * stride, cols);
     }
-    for (int e = 1; e < n_experts; ++e) std::memcpy(bytes.data() + e * one, bytes.data(), one);
+    // The layout the engine computes a model read into memory from (Model::load).
     view.type = type;
+    if (worth_interleaving(type, rows, cols)) {
+      interleave_rows(type, bytes.data(), rows, cols);
+      view.type = *interleaved_type(type);
+    }
+    for (int e = 1; e < n_experts; ++e) std::memcpy(bytes.data() + e * one, bytes.data(), one);
     view.n_dims = 3;
     view.ne[0] = cols;
     view.ne[1] = rows;
