@@ -67,10 +67,10 @@ class Accelerator {
                             uint64_t bytes) = 0;
   // Copies a host weight matrix (host.n_rows rows of host.row_stride bytes) to dst + dst_offset
   // in the file layout the device kernels read: a matrix the CPU keeps row-interleaved
-  // (cpu/interleave.h, e.g. Q4_K_X16) arrives as rows of its file type (Q4_K). host.data is read
-  // when the copy runs, as with copy_to_device.
-  virtual void upload_matrix(Stream stream, DeviceBuffer dst, uint64_t dst_offset,
-                             const MatrixRef& host) = 0;
+  // (cpu/interleave.h, e.g. Q4_K_X16) arrives as rows of its file type (Q4_K), through
+  // upload_interleaved; any other is a plain copy_to_device. host.data is read when the copy
+  // runs, as with copy_to_device.
+  void upload_matrix(Stream stream, DeviceBuffer dst, uint64_t dst_offset, const MatrixRef& host);
   virtual Event record(Stream stream) = 0;
   // Work queued on `stream` after this call starts only once `event` has completed.
   virtual void wait(Stream stream, Event event) = 0;
@@ -105,6 +105,11 @@ class Accelerator {
   // y[t] = dequantized row ids[t] of the embedding matrix.
   virtual void embedding(const DeviceMatrix& table, DeviceBuffer ids, int64_t n_tokens,
                          DeviceBuffer y) = 0;
+
+ protected:
+  // upload_matrix of a row-interleaved matrix: the file's rows are rebuilt on the way.
+  virtual void upload_interleaved(Stream stream, DeviceBuffer dst, uint64_t dst_offset,
+                                  const MatrixRef& host) = 0;
 };
 
 }  // namespace tandem

@@ -256,10 +256,9 @@ void CudaAcceleratorImpl::copy_to_device(Stream s, DeviceBuffer dst, uint64_t ds
   }
 }
 
-void CudaAcceleratorImpl::upload_matrix(Stream s, DeviceBuffer dst, uint64_t dst_offset,
-                                        const MatrixRef& host) {
+void CudaAcceleratorImpl::upload_interleaved(Stream s, DeviceBuffer dst, uint64_t dst_offset,
+                                             const MatrixRef& host) {
   const uint64_t bytes = static_cast<uint64_t>(host.n_rows) * host.row_stride;
-  if (!is_interleaved(host.type)) return copy_to_device(s, dst, dst_offset, host.data, bytes);
   std::lock_guard<std::mutex> lock(mu_);
   uint8_t* d = at(dst, dst_offset, bytes, "upload_matrix", "dst");
   if (bytes == 0) return;

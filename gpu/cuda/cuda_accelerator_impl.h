@@ -47,8 +47,6 @@ class CudaAcceleratorImpl final : public CudaAccelerator {
                       uint64_t bytes) override;
   void copy_to_host(Stream stream, void* dst, DeviceBuffer src, uint64_t src_offset,
                     uint64_t bytes) override;
-  void upload_matrix(Stream stream, DeviceBuffer dst, uint64_t dst_offset,
-                     const MatrixRef& host) override;
   Event record(Stream stream) override;
   void wait(Stream stream, Event event) override;
   void synchronize(Stream stream) override;
@@ -76,6 +74,8 @@ class CudaAcceleratorImpl final : public CudaAccelerator {
   int device() const override { return device_; }
 
  private:
+  void upload_interleaved(Stream stream, DeviceBuffer dst, uint64_t dst_offset,
+                          const MatrixRef& host) override;
   struct Allocation {
     void* ptr;
     uint64_t bytes;

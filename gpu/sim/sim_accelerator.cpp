@@ -161,10 +161,9 @@ void SimAccelerator::copy_to_device(Stream s, DeviceBuffer dst, uint64_t dst_off
          {{"bytes", std::to_string(bytes)}}, [d, src, bytes] { std::memcpy(d, src, bytes); });
 }
 
-void SimAccelerator::upload_matrix(Stream s, DeviceBuffer dst, uint64_t dst_offset,
-                                   const MatrixRef& host) {
+void SimAccelerator::upload_interleaved(Stream s, DeviceBuffer dst, uint64_t dst_offset,
+                                        const MatrixRef& host) {
   const uint64_t bytes = static_cast<uint64_t>(host.n_rows) * host.row_stride;
-  if (!is_interleaved(host.type)) return copy_to_device(s, dst, dst_offset, host.data, bytes);
   uint8_t* d = at(dst, dst_offset, bytes, "upload_matrix", "dst");
   // The same bytes cross the link; the device stores them in the file's row layout.
   launch(s, "h2d " + std::to_string(bytes) + " B", cost_.copy_us(bytes),

@@ -47,8 +47,6 @@ class SimAccelerator final : public Accelerator {
                       uint64_t bytes) override;
   void copy_to_host(Stream stream, void* dst, DeviceBuffer src, uint64_t src_offset,
                     uint64_t bytes) override;
-  void upload_matrix(Stream stream, DeviceBuffer dst, uint64_t dst_offset,
-                     const MatrixRef& host) override;
   Event record(Stream stream) override;
   // Event{} (handle 0) counts as already complete.
   void wait(Stream stream, Event event) override;
@@ -78,6 +76,8 @@ class SimAccelerator final : public Accelerator {
   const HardwareProfile& profile() const { return profile_; }
 
  private:
+  void upload_interleaved(Stream stream, DeviceBuffer dst, uint64_t dst_offset,
+                          const MatrixRef& host) override;
   using Args = std::vector<std::pair<std::string, std::string>>;
   struct EventState {
     bool done = false;
