@@ -12,6 +12,7 @@
 
 namespace tandem {
 
+// cpu/avx512/deinterleave.cpp
 void deinterleave_group_q4_k_avx512(const uint8_t* group, uint8_t* rows, int64_t row_size);
 void deinterleave_group_q8_0_avx512(const uint8_t* group, uint8_t* rows, int64_t row_size);
 
