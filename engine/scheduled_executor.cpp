@@ -56,7 +56,7 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
     const std::string profile = settings.hardware_profile.empty() ? default_hardware_profile_path()
                                                                   : settings.hardware_profile;
     cost_ = sched::CostModel::from_hardware(sched::load_hardware_spec(profile), shape);
-    policy_ = sched::make_policy(settings.policy, cost_, shape, sched::Eviction::Score);
+    policy_ = sched::make_policy(settings.policy, cost_, shape, sched::Eviction::NextUse);
     expert_type_ = shape.weight_type;
     using Cache = sched::PolicySpec::Cache;
     // Slots for experts copied in one step: the policy's staging, or a whole layer for the
@@ -135,6 +135,7 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
     situation_.jobs.clear();
     active_.clear();
     gate_sum_.assign(static_cast<size_t>(s.n_expert), 0.0f);
+    tokens_of_.assign(static_cast<size_t>(s.n_expert), 0);
     for (const ExpertTokens& g : groups) {
       if (g.token.empty()) continue;
       sched::ExpertJob job;
@@ -144,6 +145,7 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
         job.gate_sum += routing.weight[static_cast<size_t>(g.token[i]) * routing.k + g.slot[i]];
       }
       gate_sum_[g.expert] = job.gate_sum;
+      tokens_of_[g.expert] = job.n_tokens;
       job.residency = cache_->resident(il, g.expert) || prefetched(il, g.expert)
                           ? sched::Residency::Resident
                           : sched::Residency::Absent;
@@ -225,7 +227,7 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
         stats_.gpu_tokens += w.group->token.size();
       }
     }
-    cache_->record_step(il, gate_sum_);
+    cache_->record_step(il, gate_sum_, tokens_of_, routing.n_tokens);
     admit_prefetched(il);
   }
 
@@ -334,6 +336,7 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
   std::vector<const ExpertTokens*> active_, cpu_groups_;
   std::vector<DeviceExpertRunner::Job> gpu_, from_prefetch_;
   std::vector<float> gate_sum_;
+  std::vector<int32_t> tokens_of_;  // per expert: this layer's tokens routed to it
   std::vector<double> cpu_shares_;  // observe_cpu's predicted time per CPU expert
 };
 

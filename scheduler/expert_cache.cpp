@@ -8,6 +8,8 @@ namespace tandem::sched {
 
 const char* eviction_name(Eviction e) {
   switch (e) {
+    case Eviction::NextUse:
+      return "next-use";
     case Eviction::Score:
       return "score";
     case Eviction::Lru:
@@ -21,11 +23,13 @@ const char* eviction_name(Eviction e) {
 }
 
 Eviction parse_eviction(const std::string& name) {
+  if (name == "next-use") return Eviction::NextUse;
   if (name == "score") return Eviction::Score;
   if (name == "lru") return Eviction::Lru;
   if (name == "lfu") return Eviction::Lfu;
   if (name == "fixed") return Eviction::Fixed;
-  throw std::invalid_argument("unknown cache eviction '" + name + "' (score, lru, lfu, fixed)");
+  throw std::invalid_argument("unknown cache eviction '" + name +
+                              "' (next-use, score, lru, lfu, fixed)");
 }
 
 std::vector<int32_t> slots_for_budget(double budget_bytes, double expert_bytes, int32_t n_layer,
@@ -74,7 +78,9 @@ ExpertCache::ExpertCache(int32_t n_layer, int32_t n_expert, std::vector<int32_t>
       n_used_(n_layer, 0),
       eviction_(eviction),
       alpha_(score_alpha),
-      entries_(static_cast<size_t>(n_layer) * n_expert) {
+      entries_(static_cast<size_t>(n_layer) * n_expert),
+      locality_(n_layer, 0.0),
+      n_measured_(n_layer, 0) {
   if (static_cast<int32_t>(slots_.size()) != n_layer) {
     throw std::invalid_argument("ExpertCache: " + std::to_string(slots_.size()) +
                                 " slot counts for " + std::to_string(n_layer) + " layers");
@@ -112,18 +118,73 @@ void ExpertCache::fill(int32_t layer, const std::vector<int32_t>& experts) {
   }
 }
 
-void ExpertCache::record_step(int32_t layer, const std::vector<float>& gate_sum) {
+namespace {
+// A token share averages over about the last 1000 tokens: long enough that a prompt's profile
+// carries through a reply, short enough to follow a change of topic.
+constexpr double kShareDecayPerToken = 1e-3;
+// The locality average weighs each step's measurement by 5%; its first measurements are
+// plainly averaged, so a reply's first tokens already use what they show.
+constexpr double kLocalityAlpha = 0.05;
+}  // namespace
+
+void ExpertCache::update_locality(int32_t layer, const std::vector<int32_t>& tokens,
+                                  int32_t n_tokens) {
+  // Of the experts the last step used, the fraction this step uses again, against the fraction
+  // their shares alone predict (1 - (1 - share)^n each): the excess, scaled to [0, 1], is
+  // the chance a just-used expert returns beyond its share.
+  double repeated = 0.0, expected = 0.0;
+  int32_t n_last = 0;
+  for (int32_t e = 0; e < n_expert_; ++e) {
+    const Entry& en = state(layer, e);
+    if (!en.in_last_step) continue;
+    ++n_last;
+    repeated += tokens[e] > 0;
+    expected += 1.0 - std::pow(1.0 - std::clamp(en.share, 0.0, 1.0), n_tokens);
+  }
+  if (n_last == 0) return;
+  const double headroom = n_last - expected;
+  // A step that would use nearly every such expert anyway (a long prompt) says nothing.
+  if (headroom < 0.05 * n_last) return;
+  const double excess = std::clamp((repeated - expected) / headroom, 0.0, 1.0);
+  const double alpha = std::max(kLocalityAlpha, 1.0 / static_cast<double>(++n_measured_[layer]));
+  locality_[layer] = (1.0 - alpha) * locality_[layer] + alpha * excess;
+}
+
+void ExpertCache::record_step(int32_t layer, const std::vector<float>& gate_sum,
+                              const std::vector<int32_t>& tokens, int32_t n_tokens) {
+  if (static_cast<int32_t>(gate_sum.size()) != n_expert_ ||
+      static_cast<int32_t>(tokens.size()) != n_expert_ || n_tokens <= 0) {
+    throw std::invalid_argument("ExpertCache::record_step: " + std::to_string(gate_sum.size()) +
+                                " gate sums and " + std::to_string(tokens.size()) +
+                                " token counts for " + std::to_string(n_expert_) +
+                                " experts over " + std::to_string(n_tokens) + " tokens");
+  }
   ++clock_;
+  update_locality(layer, tokens, n_tokens);
+  const double keep = std::pow(1.0 - kShareDecayPerToken, n_tokens);
   for (int32_t e = 0; e < n_expert_; ++e) {
     Entry& en = state(layer, e);
     const double g = gate_sum[e];
     en.score = (1.0 - alpha_) * en.score + alpha_ * g;
-    if (g > 0.0) en.last_use = clock_, ++en.uses;
+    en.share = keep * en.share + (1.0 - keep) * tokens[e] / static_cast<double>(n_tokens);
+    en.in_last_step = tokens[e] > 0;
+    if (en.in_last_step) en.last_use = clock_, ++en.uses;
   }
 }
 
-double ExpertCache::rank(const Entry& e) const {
+double ExpertCache::next_use_probability(int32_t layer, int32_t expert) const {
+  return next_use(layer, state(layer, expert));
+}
+
+double ExpertCache::next_use(int32_t layer, const Entry& e) const {
+  const double r = locality_[layer];
+  return e.in_last_step ? r + (1.0 - r) * e.share : e.share;
+}
+
+double ExpertCache::rank(int32_t layer, const Entry& e) const {
   switch (eviction_) {
+    case Eviction::NextUse:
+      return next_use(layer, e);
     case Eviction::Lru:
       return static_cast<double>(e.last_use);
     case Eviction::Lfu:
@@ -141,10 +202,10 @@ bool ExpertCache::should_admit(int32_t layer, int32_t expert, int32_t* victim) c
   double worst_rank = 0.0;
   for (int32_t e = 0; e < n_expert_; ++e) {
     if (!resident(layer, e)) continue;
-    const double r = rank(state(layer, e));
+    const double r = rank(layer, state(layer, e));
     if (worst < 0 || r < worst_rank) worst = e, worst_rank = r;
   }
-  if (worst < 0 || !(rank(state(layer, expert)) > worst_rank)) return false;
+  if (worst < 0 || !(rank(layer, state(layer, expert)) > worst_rank)) return false;
   *victim = worst;
   return true;
 }

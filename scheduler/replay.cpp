@@ -116,7 +116,7 @@ void Simulation::build_cache(const RoutingStep* calibration) {
       const LayerLoad load = load_of(calibration->layers[l], n_expert);
       std::stable_sort(order.begin(), order.end(),
                        [&](int32_t a, int32_t b) { return load.n_tokens[a] > load.n_tokens[b]; });
-      cache_->record_step(l, load.gate_sum);
+      cache_->record_step(l, load.gate_sum, load.n_tokens, calibration->layers[l].n_tokens);
     }
     cache_->fill(l, order);
   }
@@ -203,7 +203,7 @@ std::vector<ExpertJob> Simulation::take_deferred(int32_t l, const LayerRouting& 
 
 void Simulation::update_cache(int32_t l, const LayerLoad& load, const LayerSituation& s,
                               const LayerPlan& p) {
-  cache_->record_step(l, load.gate_sum);
+  cache_->record_step(l, load.gate_sum, load.n_tokens, s.n_batch_tokens);
   if (cache_->eviction() == Eviction::Fixed) return;
   // Experts on the GPU only for this step (copied or prefetched) may stay, by the policy.
   std::vector<int32_t> transient;

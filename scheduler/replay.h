@@ -56,13 +56,13 @@ struct PolicySpec {
 std::vector<std::string> policy_names();  // cpu-experts, static, fiddler, hybrimoe, tandem
 // Throws std::invalid_argument for an unknown name.
 PolicySpec make_policy(const std::string& name, const CostModel& cost, const ModelShape& shape,
-                       Eviction tandem_eviction = Eviction::Score);
+                       Eviction tandem_eviction = Eviction::NextUse);
 
 struct ReplayOptions {
   double expert_vram_gb = 0.0;      // VRAM for routed experts, GB (1e9 bytes)
   std::vector<int32_t> pin_layers;  // MoE layers kept fully resident (dynamic caches)
   double prefetch_accuracy = -1.0;  // < 0: the trace's, else 0.85
-  Eviction tandem_eviction = Eviction::Score;
+  Eviction tandem_eviction = Eviction::NextUse;
   // Expert deferral (tandem; 0: off): each token's `defer_experts` lowest-weight experts of a
   // layer may finish while the next layer's attention runs. An expert is deferred when all its
   // tokens defer it and it is not on the GPU; it runs on the CPU after the layer's CPU experts,

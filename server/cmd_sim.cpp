@@ -40,7 +40,8 @@ constexpr const char* kHelp =
     "  --seed N               synthetic trace and prefetch-predictor seed (default 1)\n"
     "  --prefetch-accuracy P  next-layer prediction accuracy (default: the trace's, else 0.85)\n"
     "  --pin-layers L,L,...   MoE layers whose experts stay resident (tandem)\n"
-    "  --eviction E           tandem cache: score | lru | lfu (default score)\n"
+    "  --eviction E           tandem cache: next-use | score | lru | lfu (default next-use;\n"
+    "                         hybrimoe always uses score)\n"
     "  --defer-experts D      tandem: each token's D lowest-weight experts may finish while the\n"
     "                         next layer's attention runs (expert deferral; default 0 = off)\n"
     "  --save-routing FILE    write the routing that was replayed (JSON lines)\n"
@@ -158,7 +159,7 @@ void print_table(const std::vector<sched::ReplayResult>& results, const sched::M
   const sched::ReplayResult* c = find("cpu-experts");
   if (!t) return;
   if (c && c->decode.tokens_per_s > 0) {
-    std::printf("tandem / cpu-experts: decode %.2fx, prefill %.2fx\n",
+    std::printf("tandem / cpu-experts: decode %.3fx, prefill %.3fx\n",
                 t->decode.tokens_per_s / c->decode.tokens_per_s,
                 t->prefill.tokens_per_s / c->prefill.tokens_per_s);
   }
@@ -171,7 +172,7 @@ void print_table(const std::vector<sched::ReplayResult>& results, const sched::M
   }
   if (best_d > 0) {
     std::printf(
-        "tandem / best of static, fiddler, hybrimoe: decode %.2fx (%s), prefill %.2fx (%s)\n",
+        "tandem / best of static, fiddler, hybrimoe: decode %.3fx (%s), prefill %.3fx (%s)\n",
         t->decode.tokens_per_s / best_d, name_d.c_str(), t->prefill.tokens_per_s / best_p,
         name_p.c_str());
   }

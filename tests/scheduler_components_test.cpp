@@ -1,6 +1,7 @@
 // Model shapes, hardware profiles, expert cache and routing traces.
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <map>
 #include <sstream>
 
@@ -87,19 +88,26 @@ TEST(ExpertCache, BudgetBecomesSlotsWithPinnedLayers) {
   EXPECT_THROW(slots_for_budget(1000, 10.0, 4, 16, {7}), std::invalid_argument);
 }
 
-TEST(ExpertCache, ScoreLruLfuEvictTheirOwnVictims) {
+// One single-token step of layer 0: every expert with a gate weight got the token.
+void record_token(ExpertCache& c, const std::vector<float>& gate) {
+  std::vector<int32_t> tokens(gate.size());
+  for (size_t e = 0; e < gate.size(); ++e) tokens[e] = gate[e] > 0;
+  c.record_step(0, gate, tokens, 1);
+}
+
+TEST(ExpertCache, EvictionPoliciesPickTheirOwnVictims) {
   // Layer 0, 4 experts, 2 slots; expert 0 used heavily long ago, expert 1 lightly just now.
-  for (Eviction ev : {Eviction::Score, Eviction::Lru, Eviction::Lfu}) {
+  for (Eviction ev : {Eviction::NextUse, Eviction::Score, Eviction::Lru, Eviction::Lfu}) {
     ExpertCache c(1, 4, {2}, ev, 0.5);
     c.fill(0, {0, 1});
-    for (int i = 0; i < 3; ++i) c.record_step(0, {1.0f, 0.0f, 0.0f, 0.0f});
-    c.record_step(0, {0.0f, 0.1f, 0.0f, 0.0f});
-    c.record_step(0, {0.0f, 0.0f, 0.9f, 0.0f});
-    c.record_step(0, {0.0f, 0.0f, 0.9f, 0.0f});
+    for (int i = 0; i < 3; ++i) record_token(c, {1.0f, 0.0f, 0.0f, 0.0f});
+    record_token(c, {0.0f, 0.1f, 0.0f, 0.0f});
+    record_token(c, {0.0f, 0.0f, 0.9f, 0.0f});
+    record_token(c, {0.0f, 0.0f, 0.9f, 0.0f});
     int32_t victim = -2;
     ASSERT_TRUE(c.should_admit(0, 2, &victim)) << eviction_name(ev);
     // Score: expert 1's average (0.1 then decayed) is lowest; LRU: expert 0 is oldest;
-    // LFU: expert 1 has the fewest uses.
+    // LFU and next-use: expert 1 has the fewest uses, so the smallest token share.
     EXPECT_EQ(victim, ev == Eviction::Lru ? 0 : 1) << eviction_name(ev);
     c.admit(0, 2, victim);
     EXPECT_TRUE(c.resident(0, 2));
@@ -112,6 +120,49 @@ TEST(ExpertCache, ScoreLruLfuEvictTheirOwnVictims) {
   int32_t victim = 0;
   EXPECT_FALSE(fixed.should_admit(0, 0, &victim));
   EXPECT_THROW(parse_eviction("random"), std::invalid_argument);
+  EXPECT_EQ(parse_eviction("next-use"), Eviction::NextUse);
+  EXPECT_THROW(fixed.record_step(0, {1.0f}, {1}, 1), std::invalid_argument);
+}
+
+// A 64-token prompt gives experts 0-3 large shares; then single-token steps follow `pick`.
+ExpertCache cache_after_steps(int32_t n_steps, const std::function<std::vector<int32_t>(int)>& pick) {
+  constexpr int32_t kExperts = 16;
+  ExpertCache c(1, kExperts, {4}, Eviction::NextUse);
+  c.fill(0, {0, 1, 2, 3});
+  std::vector<float> gate(kExperts, 0.0f);
+  std::vector<int32_t> tokens(kExperts, 0);
+  for (int32_t e = 0; e < 4; ++e) gate[e] = 8.0f, tokens[e] = 32;  // top-2 of 64 tokens
+  c.record_step(0, gate, tokens, 64);
+  for (int step = 0; step < n_steps; ++step) {
+    std::fill(gate.begin(), gate.end(), 0.0f);
+    std::fill(tokens.begin(), tokens.end(), 0);
+    for (int32_t e : pick(step)) gate[e] = 0.5f, tokens[e] = 1;
+    c.record_step(0, gate, tokens, 1);
+  }
+  return c;
+}
+
+TEST(ExpertCache, NextUseLearnsTemporalLocalityFromRepeats) {
+  // Experts 4 and 5 return at every token: far more often than their small shares predict.
+  const ExpertCache local = cache_after_steps(40, [](int) { return std::vector<int32_t>{4, 5}; });
+  EXPECT_GT(local.locality(0), 0.8);
+  EXPECT_GT(local.next_use_probability(0, 4), local.next_use_probability(0, 0));
+  int32_t victim = -1;
+  EXPECT_TRUE(local.should_admit(0, 4, &victim));
+  EXPECT_GE(victim, 0);
+  EXPECT_LE(victim, 3);
+
+  // Each token uses two experts never used just before: no locality, so a just-used expert
+  // ranks by its share alone and does not displace the prompt's experts.
+  const ExpertCache cold = cache_after_steps(
+      40, [](int step) { return std::vector<int32_t>{4 + (2 * step) % 12, 5 + (2 * step) % 12}; });
+  EXPECT_LT(cold.locality(0), 0.01);
+  const int32_t last = 5 + (2 * 39) % 12;
+  EXPECT_LT(cold.next_use_probability(0, last), cold.next_use_probability(0, 0));
+  EXPECT_FALSE(cold.should_admit(0, last, &victim));
+  // Shares are per token: the prompt's experts got half of 64 tokens, the others one token in
+  // six (about 0.03 against 0.007 after the decay).
+  EXPECT_GT(cold.token_share(0, 0), 3 * cold.token_share(0, last));
 }
 
 TEST(RoutingTrace, SyntheticIsSeededSkewedAndRoundTrips) {

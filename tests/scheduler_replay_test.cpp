@@ -2,6 +2,8 @@
 // Chrome trace is well formed, and mismatched traces are refused.
 #include <gtest/gtest.h>
 
+#include <cstdio>
+
 #include "scheduler/replay.h"
 
 namespace tandem::sched {
@@ -78,6 +80,35 @@ TEST(Replay, ExpertDeferralOverlapsNextAttention) {
   // Deferring (almost) every expert leaves the GPU's and the copies' share, never a crash.
   c.opt.defer_experts = c.shape.n_expert_used - 1;
   EXPECT_GT(c.run("tandem").decode.tokens_per_s, 0);
+}
+
+// Tandem's next-use cache keeps the experts the last token used when the routing shows
+// temporal locality (more decode hits than the score cache), and without locality it is a
+// popularity cache that does no worse.
+TEST(Replay, NextUseCacheFollowsTemporalLocality) {
+  SmallCase c;
+  for (double reuse : {0.0, 0.5}) {
+    SyntheticTraceConfig t;
+    t.n_layer = c.shape.n_moe_layers();
+    t.n_expert = c.shape.n_expert;
+    t.n_expert_used = c.shape.n_expert_used;
+    t.n_prompt = 128;
+    t.n_decode = 48;
+    t.reuse = reuse;
+    c.trace = make_synthetic_trace(t);
+    c.opt.tandem_eviction = Eviction::Score;
+    const ReplayResult score = c.run("tandem");
+    c.opt.tandem_eviction = Eviction::NextUse;
+    const ReplayResult next_use = c.run("tandem");
+    if (reuse > 0) {
+      EXPECT_GT(next_use.decode.hit_rate(), score.decode.hit_rate() + 0.02);
+      EXPECT_GT(next_use.decode.tokens_per_s, score.decode.tokens_per_s);
+    } else {
+      EXPECT_GT(next_use.decode.hit_rate(), score.decode.hit_rate() - 0.01);
+    }
+    std::printf("reuse %.1f: decode hit rate next-use %.3f, score %.3f\n", reuse,
+                next_use.decode.hit_rate(), score.decode.hit_rate());
+  }
 }
 
 TEST(Replay, ZeroBudgetAndCpuOnlyHardware) {
