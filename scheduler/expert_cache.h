@@ -65,7 +65,7 @@ class ExpertCache {
     double score = 0.0;
     int64_t last_use = -1;
     int64_t uses = 0;
-    double share = 0.0;        // exponential average of (tokens routed here / step tokens)
+    double share = 0.0;         // exponential average of (tokens routed here / step tokens)
     bool in_last_step = false;  // the layer's latest recorded step used it
   };
   const Entry& state(int32_t layer, int32_t expert) const {
@@ -86,7 +86,7 @@ class ExpertCache {
   double alpha_;
   int64_t clock_ = 0;
   std::vector<Entry> entries_;
-  std::vector<double> locality_;      // per layer
+  std::vector<double> locality_;     // per layer
   std::vector<int64_t> n_measured_;  // per layer: steps that measured locality
 };
 

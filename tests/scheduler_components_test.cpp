@@ -125,7 +125,8 @@ TEST(ExpertCache, EvictionPoliciesPickTheirOwnVictims) {
 }
 
 // A 64-token prompt gives experts 0-3 large shares; then single-token steps follow `pick`.
-ExpertCache cache_after_steps(int32_t n_steps, const std::function<std::vector<int32_t>(int)>& pick) {
+ExpertCache cache_after_steps(int32_t n_steps,
+                              const std::function<std::vector<int32_t>(int)>& pick) {
   constexpr int32_t kExperts = 16;
   ExpertCache c(1, kExperts, {4}, Eviction::NextUse);
   c.fill(0, {0, 1, 2, 3});
@@ -154,8 +155,9 @@ TEST(ExpertCache, NextUseLearnsTemporalLocalityFromRepeats) {
 
   // Each token uses two experts never used just before: no locality, so a just-used expert
   // ranks by its share alone and does not displace the prompt's experts.
-  const ExpertCache cold = cache_after_steps(
-      40, [](int step) { return std::vector<int32_t>{4 + (2 * step) % 12, 5 + (2 * step) % 12}; });
+  const ExpertCache cold = cache_after_steps(40, [](int step) {
+    return std::vector<int32_t>{4 + (2 * step) % 12, 5 + (2 * step) % 12};
+  });
   EXPECT_LT(cold.locality(0), 0.01);
   const int32_t last = 5 + (2 * 39) % 12;
   EXPECT_LT(cold.next_use_probability(0, last), cold.next_use_probability(0, 0));
