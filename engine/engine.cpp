@@ -90,12 +90,17 @@ Engine::Engine(const Model& model, const EngineOptions& options)
   } else {
     state_->experts = make_scheduled_expert_executor(
         model, *options.accelerator, options.expert_cache_bytes, options.trace,
-        SchedulerSettings{options.expert_policy, options.hardware_profile, options.pin_layers});
+        SchedulerSettings{options.expert_policy, options.hardware_profile, options.pin_layers,
+                          options.expert_eviction});
   }
 }
 
 const ExpertRunStats& Engine::expert_stats() const {
   return state_->experts->stats();
+}
+
+int32_t Engine::cached_experts(int32_t layer) const {
+  return state_->experts->cached_experts(layer);
 }
 
 Engine::~Engine() = default;

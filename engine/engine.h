@@ -41,6 +41,7 @@ struct EngineOptions {
   std::string expert_policy;
   std::string hardware_profile;     // the scheduler's cost model source (empty: default)
   std::vector<int32_t> pin_layers;  // layers whose experts the scheduler keeps resident
+  std::string expert_eviction = "next-use";  // the tandem policy's cache ranking
   // Expert deferral (0: off; below the model's experts per token): each token's
   // `defer_experts` lowest-weight experts of a layer are added to the hidden state after the
   // next layer's attention instead of before it (not in the last layer). An approximation
@@ -72,6 +73,8 @@ class Engine {
   int32_t n_vocab() const;
   // Where experts ran so far (CPU / accelerator), summed over steps and layers.
   const ExpertRunStats& expert_stats() const;
+  // Experts of `layer` held in the accelerator's expert cache now (0 without one).
+  int32_t cached_experts(int32_t layer) const;
   const EngineOptions& options() const { return options_; }
   const Model& model() const { return model_; }
 

@@ -48,6 +48,8 @@ class ExpertExecutor {
   // given before run_layer(il - 1), whose copies it may then extend with prefetches.
   virtual void predict(int32_t /*il*/, const Routing& /*predicted*/) {}
   const ExpertRunStats& stats() const { return stats_; }
+  // Experts of `layer` the accelerator's cache holds now (0 without a cache).
+  virtual int32_t cached_experts(int32_t /*layer*/) const { return 0; }
 
  protected:
   ExpertRunStats stats_;
@@ -68,6 +70,9 @@ struct SchedulerSettings {
   std::string policy = "tandem";
   std::string hardware_profile;     // cost model source; empty: the default profile
   std::vector<int32_t> pin_layers;  // layers whose experts stay resident (tandem)
+  // Cache ranking of the tandem policy: next-use (default), score, lru or lfu
+  // (scheduler/expert_cache.h); the other policies keep their own.
+  std::string eviction = "next-use";
 };
 
 // Places each layer's activated experts with the policy's planner (CPU, cached on the

@@ -56,7 +56,8 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
     const std::string profile = settings.hardware_profile.empty() ? default_hardware_profile_path()
                                                                   : settings.hardware_profile;
     cost_ = sched::CostModel::from_hardware(sched::load_hardware_spec(profile), shape);
-    policy_ = sched::make_policy(settings.policy, cost_, shape, sched::Eviction::NextUse);
+    policy_ =
+        sched::make_policy(settings.policy, cost_, shape, sched::parse_eviction(settings.eviction));
     expert_type_ = shape.weight_type;
     using Cache = sched::PolicySpec::Cache;
     // Slots for experts copied in one step: the policy's staging, or a whole layer for the
@@ -74,7 +75,8 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
       for (int32_t l = s.n_layer - 1; l >= 0 && left >= s.n_expert; --l, left -= s.n_expert) {
         per_layer[l] = s.n_expert;
       }
-    } else if (n_cached > 0) {
+    } else if (n_cached > 0 || (policy_.uses_pins && !settings.pin_layers.empty())) {
+      // Pins with no room for them are refused by slots_for_budget, naming both sizes.
       per_layer =
           sched::slots_for_budget(static_cast<double>(n_cached) * slots_.slot_bytes(),
                                   static_cast<double>(slots_.slot_bytes()), s.n_layer, s.n_expert,
@@ -127,6 +129,10 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
     }
     std::stable_sort(p.begin(), p.end(),
                      [&](int32_t a, int32_t b) { return weight[a] > weight[b]; });
+  }
+
+  int32_t cached_experts(int32_t layer) const override {
+    return static_cast<int32_t>(cache_->resident_experts(layer).size());
   }
 
   void run_layer(int32_t il, const Routing& routing, const std::vector<ExpertTokens>& groups,

@@ -26,6 +26,11 @@ bool AcceleratorSetup::parse_option(const std::string& a, ArgReader& r) {
   } else if (a == "--policy") {
     policy = r.value(a);
     validate_policy(policy, "option --policy");
+  } else if (a == "--pin-layers") {
+    pin_layers = parse_int_list(a, r.value(a));
+  } else if (a == "--eviction") {
+    eviction = r.value(a);
+    validate_eviction(eviction, "option --eviction");
   } else if (a == "--defer-experts") {
     defer_experts = static_cast<int32_t>(r.int_value(a, 0, 1024));
   } else if (a == "--record-routing") {
@@ -51,6 +56,21 @@ void AcceleratorSetup::apply(EngineOptions& options, const Model& model) {
   sched::check_defer_experts(defer_experts, model.spec().n_expert_used,
                              "--defer-experts / scheduler.defer_experts");
   options.defer_experts = defer_experts;
+  for (int32_t l : pin_layers) {
+    if (l < 0 || l >= model.spec().n_layer) {
+      throw UsageError("--pin-layers / scheduler.pin_layers: layer " + std::to_string(l) +
+                       " is outside the model's " + std::to_string(model.spec().n_layer) +
+                       " layers");
+    }
+  }
+  options.pin_layers = pin_layers;
+  if (!pin_layers.empty() && policy != "auto" && policy != "tandem") {
+    std::fprintf(stderr,
+                 "warning: --pin-layers / scheduler.pin_layers apply to the tandem policy; "
+                 "policy '%s' ignores them\n",
+                 policy.c_str());
+  }
+  options.expert_eviction = eviction;
   std::string log;
   accelerator_ = make_accelerator(gpu, trace_.get(), &log);
   if (!log.empty()) std::fprintf(stderr, "%s\n", log.c_str());
@@ -70,6 +90,17 @@ void validate_policy(const std::string& name, const std::string& where) {
   std::string list = "auto";
   for (const std::string& n : names) list += ", " + n;
   throw UsageError(where + ": unknown policy '" + name + "' (" + list + ")");
+}
+
+void validate_eviction(const std::string& name, const std::string& where) {
+  if (name != "fixed") {
+    try {
+      sched::parse_eviction(name);
+      return;
+    } catch (const std::invalid_argument&) {
+    }
+  }
+  throw UsageError(where + ": unknown cache eviction '" + name + "' (next-use, score, lru, lfu)");
 }
 
 void AcceleratorSetup::finish() const {

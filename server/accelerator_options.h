@@ -1,6 +1,6 @@
 // The accelerator and trace options shared by run, bench and serve:
 //   --gpu none|sim|N  --gpu-budget GB  --expert-cache GB  --hardware FILE  --policy NAME
-//   --defer-experts D  --trace FILE
+//   --pin-layers L,L  --eviction E  --defer-experts D  --trace FILE
 #pragma once
 
 #include <memory>
@@ -27,6 +27,8 @@ class AcceleratorSetup {
       "                        configs/hardware/rtx4090-ddr5-desktop.json)\n"
       "  --policy NAME         expert placement with an accelerator: tandem (default; auto is\n"
       "                        the same), hybrimoe, fiddler, static or cpu-experts\n"
+      "  --pin-layers L,L,...  layers whose experts stay on the accelerator (tandem)\n"
+      "  --eviction E          tandem's expert cache ranking: next-use (default), score, lru, lfu\n"
       "  --defer-experts D     expert deferral: each token's D lowest-weight experts join the\n"
       "                        hidden state after the next layer's attention (approximation;\n"
       "                        default 0 = off; docs/scheduler.md)\n"
@@ -45,6 +47,8 @@ class AcceleratorSetup {
   GpuConfig gpu;
   std::string policy = "auto";  // the scheduler's placement policy (config scheduler.policy)
   int32_t defer_experts = 0;    // config scheduler.defer_experts
+  std::vector<int32_t> pin_layers;    // config scheduler.pin_layers
+  std::string eviction = "next-use";  // config scheduler.eviction
   std::string trace_path;
   std::string routing_path;
 
@@ -56,5 +60,7 @@ class AcceleratorSetup {
 
 // Throws UsageError naming `where` and the valid names unless `name` is a placement policy.
 void validate_policy(const std::string& name, const std::string& where);
+// The same for a cache ranking (fixed is not one a user picks).
+void validate_eviction(const std::string& name, const std::string& where);
 
 }  // namespace tandem

@@ -56,6 +56,9 @@ ServeConfig parse_args(const Args& args, AcceleratorSetup& accel) {
   validate_policy(c.scheduler.policy, "config scheduler.policy");
   accel.policy = c.scheduler.policy;
   accel.defer_experts = c.scheduler.defer_experts;
+  validate_eviction(c.scheduler.eviction, "config scheduler.eviction");
+  accel.eviction = c.scheduler.eviction;
+  accel.pin_layers = c.scheduler.pin_layers;
   ArgReader r(args);
   while (!r.done()) {
     const std::string a = r.next();

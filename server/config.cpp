@@ -142,6 +142,17 @@ void parse_scheduler(const json& v, SchedulerSection& c) {
   Section s(v, "scheduler.");
   s.str("policy", c.policy);
   s.integer("defer_experts", c.defer_experts, 0, 1024);
+  s.str("eviction", c.eviction);
+  s.custom("pin_layers", [&c](const json& layers) {
+    if (!layers.is_array())
+      Section::fail("scheduler.pin_layers", "an array of layer indices", layers);
+    c.pin_layers.clear();
+    for (const json& l : layers) {
+      if (!l.is_number_integer() || l.get<int64_t>() < 0 || l.get<int64_t>() > (1 << 20))
+        Section::fail("scheduler.pin_layers", "an array of layer indices >= 0", layers);
+      c.pin_layers.push_back(l.get<int32_t>());
+    }
+  });
   s.run(true);
 }
 

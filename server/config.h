@@ -45,6 +45,8 @@ struct GpuSection {
 struct SchedulerSection {
   std::string policy = "auto";
   int32_t defer_experts = 0;  // expert deferral (0: off)
+  std::vector<int32_t> pin_layers;    // layers whose experts stay resident (tandem)
+  std::string eviction = "next-use";  // tandem's cache ranking
 };
 
 struct ServeConfig {

@@ -37,7 +37,8 @@ TEST(Config, ReadsEverySection) {
                "retry_after_s": 2, "shutdown_grace_s": 0.5, "log_requests": false},
     "context_size": 1024, "threads": 2, "kv_type": "f16",
     "gpu": {"device": 0, "memory_budget_gb": 12.5, "expert_cache_gb": 10, "hardware_profile": "h.json"},
-    "scheduler": {"policy": "cost", "prefetch": true, "defer_experts": 2}})");
+    "scheduler": {"policy": "cost", "prefetch": true, "defer_experts": 2,
+                  "pin_layers": [0, 3], "eviction": "lru"}})");
   const ServeConfig c = parse_serve_config(j);
   EXPECT_EQ(c.model.path, "m.gguf");
   EXPECT_EQ(c.model.chat_template, "llama3");
@@ -57,6 +58,8 @@ TEST(Config, ReadsEverySection) {
   EXPECT_THROW(parse_serve_config(nlohmann::json::parse(R"({"gpu": {"expert_cache": "lru"}})")), ConfigError);
   EXPECT_EQ(c.scheduler.policy, "cost");
   EXPECT_EQ(c.scheduler.defer_experts, 2);
+  EXPECT_EQ(c.scheduler.pin_layers, (std::vector<int32_t>{0, 3}));
+  EXPECT_EQ(c.scheduler.eviction, "lru");
 }
 
 TEST(Config, UnknownKeysAreRejectedByName) {
@@ -85,6 +88,12 @@ TEST(Config, WrongTypesAndRangesNameTheKey) {
   EXPECT_NE(error_of({{"scheduler", {{"defer_experts", -1}}}}).find("'scheduler.defer_experts'"),
             std::string::npos);
   EXPECT_NE(error_of({{"model", {{"mmap", "yes"}}}}).find("'model.mmap'"), std::string::npos);
+  EXPECT_NE(error_of({{"scheduler", {{"pin_layers", 3}}}}).find("'scheduler.pin_layers'"),
+            std::string::npos);
+  EXPECT_NE(error_of({{"scheduler", {{"pin_layers", {0, -1}}}}}).find("'scheduler.pin_layers'"),
+            std::string::npos);
+  EXPECT_NE(error_of({{"scheduler", {{"eviction", 2}}}}).find("'scheduler.eviction'"),
+            std::string::npos);
   EXPECT_NE(error_of(json::array()).find("must be an object"), std::string::npos);
 }
 

@@ -218,6 +218,14 @@ TEST_F(RunCli, BadInputGetsAClearError) {
   EXPECT_NE(run("-m " + path("tiny.gguf") + " -p hi --defer-experts 64", &out, &err), 0);
   EXPECT_NE(err.find("--defer-experts"), std::string::npos) << err;
   EXPECT_NE(err.find("experts per token"), std::string::npos) << err;
+  EXPECT_EQ(run("-m " + path("tiny.gguf") + " -p hi --gpu sim --eviction mru", &out, &err), 2);
+  EXPECT_NE(err.find("unknown cache eviction 'mru'"), std::string::npos) << err;
+  EXPECT_NE(run("-m " + path("tiny.gguf") + " -p hi --gpu sim --pin-layers 0,9", &out, &err), 0);
+  EXPECT_NE(err.find("layer 9 is outside the model's"), std::string::npos) << err;
+  EXPECT_NE(run("-m " + path("tiny.gguf") + " -p hi --gpu sim --expert-cache 0.0001 --pin-layers 0",
+                &out, &err),
+            0);
+  EXPECT_NE(err.find("pinned layers need"), std::string::npos) << err;
   EXPECT_NE(run("-m " + path("missing.gguf") + " -p hi", &out, &err), 0);
   EXPECT_NE(err.find("missing.gguf"), std::string::npos) << err;
   EXPECT_NE(run("-m " + path("tiny.gguf") + " -p hi -n 5000 -c 64", &out, &err), 0);

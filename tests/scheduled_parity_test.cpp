@@ -149,6 +149,54 @@ TEST(ScheduledExecutor, UnknownPolicyIsRefusedByName) {
   }
 }
 
+// A pinned layer holds all its experts whatever the budget: with room for one layer's experts
+// (plus staging) and layer 2 pinned, layer 2 keeps all 8 experts through a reply under each
+// cache ranking and the other layers hold none; outputs stay the CPU-only ones. (Which resident
+// experts run on the GPU is the planner's call: with this tiny model the refit CPU times are
+// close to the GPU's, so hit counts vary from run to run; residency does not.)
+TEST(ScheduledExecutor, PinnedLayerKeepsEveryExpertResident) {
+  TANDEM_REQUIRE_SHARED();
+  const auto model = Model::load(test::shared_path("models/tiny-qwen3moe-f32.gguf"));
+  const ModelSpec& spec = model->spec();
+  ASSERT_EQ(spec.n_layer, 3);
+  const LayerWeights& w = model->layers().front();
+  const uint64_t slot = (w.gate_exps.n_bytes + w.up_exps.n_bytes + w.down_exps.n_bytes) /
+                        static_cast<uint64_t>(spec.n_expert);
+  const uint64_t cache = static_cast<uint64_t>(spec.n_expert + 2 * spec.n_expert_used) * slot;
+  const HardwareProfile profile = load_hardware_profile(default_hardware_profile_path());
+  EngineOptions cpu_opts;
+  cpu_opts.n_ctx = 128;
+  Engine cpu(*model, cpu_opts);
+  for (const char* eviction : {"next-use", "score", "lru", "lfu"}) {
+    auto acc = make_sim_accelerator(profile, cache + (uint64_t{64} << 20), nullptr);
+    EngineOptions sim_opts = cpu_opts;
+    sim_opts.accelerator = acc.get();
+    sim_opts.expert_cache_bytes = cache;
+    sim_opts.expert_policy = "tandem";
+    sim_opts.pin_layers = {2};
+    sim_opts.expert_eviction = eviction;
+    Engine sim(*model, sim_opts);
+    const std::vector<int32_t> prompt = {1, 17, 230, 5, 99, 301, 42, 7};
+    const LogitCase a = run_logit_case(cpu, 0, prompt, nullptr, 24);
+    const LogitCase b = run_logit_case(sim, 0, prompt, nullptr, 24);
+    test::expect_same_logit_case(a, b, 1e-4f);
+    EXPECT_EQ(sim.cached_experts(2), spec.n_expert) << eviction;
+    EXPECT_EQ(sim.cached_experts(0), 0) << eviction;
+    EXPECT_EQ(sim.cached_experts(1), 0) << eviction;
+    EXPECT_GT(sim.expert_stats().cache_hits, 0u) << eviction;
+  }
+  EngineOptions bad = cpu_opts;
+  auto acc = make_sim_accelerator(profile, cache + (uint64_t{64} << 20), nullptr);
+  bad.accelerator = acc.get();
+  bad.expert_cache_bytes = cache;
+  bad.expert_policy = "tandem";
+  bad.expert_eviction = "mru";
+  EXPECT_THROW(Engine(*model, bad), std::invalid_argument);
+  bad.expert_eviction = "next-use";
+  bad.pin_layers = {0, 1};  // two layers' experts do not fit
+  EXPECT_THROW(Engine(*model, bad), std::invalid_argument);
+}
+
 // Many activated experts against a cache of a few slots per layer: one layer admits several
 // on-demand copies, and an expert admitted a moment ago may be the next admission's victim.
 // Every copy must have a slot and every cached expert its weights, for hundreds of steps.
