@@ -67,7 +67,8 @@ Event DeviceExpertSlots::load(int32_t slot, int32_t layer, int32_t expert) {
     accelerator_.upload_matrix(Stream::Copy, s.buffer, offset, host);
     offset += bytes;
   }
-  return accelerator_.record(Stream::Copy);
+  s.ready = accelerator_.record(Stream::Copy);
+  return s.ready;
 }
 
 void DeviceExpertSlots::forget(int32_t slot) {
@@ -125,13 +126,16 @@ void DeviceExpertRunner::enqueue(const std::vector<Job>& jobs, const float* xn) 
     offset += static_cast<int64_t>(j.group->token.size());
   }
   offset = 0;
+  ffn_events_.clear();
   for (const Job& j : jobs) {
     const auto m = static_cast<int64_t>(j.group->token.size());
     const uint64_t bytes = static_cast<uint64_t>(m * n_embd) * sizeof(float);
-    if (j.after_copy) accelerator_.wait(Stream::Compute, j.copied);
+    accelerator_.wait(Stream::Compute, slots_.ready(j.slot));
     accelerator_.copy_to_device(Stream::Compute, x_, 0, staging_in_.data() + offset * n_embd,
                                 bytes);
+    const Event ffn_start = accelerator_.record(Stream::Compute);
     accelerator_.expert_ffn(slots_.device_expert(j.slot), x_, m, scratch_, out_);
+    ffn_events_.emplace_back(ffn_start, accelerator_.record(Stream::Compute));
     accelerator_.copy_to_host(Stream::Compute, staging_out_.data() + offset * n_embd, out_, 0,
                               bytes);
     offset += m;
@@ -147,6 +151,11 @@ void DeviceExpertRunner::finish(const std::vector<Job>& jobs, const Routing& rou
     scatter_weighted(*j.group, routing, staging_out_.data() + offset * n_embd, n_embd, slot_out);
     offset += static_cast<int64_t>(j.group->token.size());
   }
+}
+
+double DeviceExpertRunner::ffn_us(size_t job) const {
+  if (job >= ffn_events_.size()) return -1.0;
+  return accelerator_.elapsed_us(ffn_events_[job].first, ffn_events_[job].second);
 }
 
 void DeviceExpertRunner::ensure_capacity(int64_t rows) {

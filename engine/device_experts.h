@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "engine/model.h"
@@ -26,8 +27,12 @@ class DeviceExpertSlots {
   // Slot holding (layer, expert), or -1.
   int32_t slot_of(int32_t layer, int32_t expert) const;
   // Queues the copy of (layer, expert) into `slot` on the copy stream, replacing its occupant.
-  // Returns the event after which the slot's weights are usable.
+  // Returns the event after which the slot's weights are usable (also kept as ready(slot)).
   Event load(int32_t slot, int32_t layer, int32_t expert);
+  // The event of the slot's latest load: compute that reads the slot must wait for it. An
+  // expert can become resident without the compute stream having waited for its copy (a
+  // prefetched expert the planner ran on the CPU, then the cache admitted), so every read waits.
+  Event ready(int32_t slot) const { return slots_.at(slot).ready; }
   // Marks `slot` as holding nothing (its expert is no longer found there); no copy.
   void forget(int32_t slot);
   // The matrices of the expert in `slot`.
@@ -40,6 +45,7 @@ class DeviceExpertSlots {
   struct Slot {
     DeviceBuffer buffer;
     int32_t layer = -1, expert = -1;
+    Event ready{};  // the latest load's completion
   };
   const Model& model_;
   Accelerator& accelerator_;
@@ -52,11 +58,10 @@ class DeviceExpertSlots {
 // token rows in, the FFN, its rows out; one set of device buffers, grown to the largest expert.
 class DeviceExpertRunner {
  public:
+  // The compute stream waits for the slot's latest load (DeviceExpertSlots::ready) first.
   struct Job {
     const ExpertTokens* group;
     int32_t slot;
-    bool after_copy = false;  // the compute stream first waits for `copied`
-    Event copied{};
   };
 
   DeviceExpertRunner(const Model& model, Accelerator& accelerator, const DeviceExpertSlots& slots);
@@ -68,6 +73,9 @@ class DeviceExpertRunner {
   void enqueue(const std::vector<Job>& jobs, const float* xn);
   // Waits for the compute stream and writes weight * output of every job into slot_out.
   void finish(const std::vector<Job>& jobs, const Routing& routing, float* slot_out);
+  // After finish: the device time of job i's FFN (the last enqueue's jobs), microseconds;
+  // negative when the accelerator cannot tell.
+  double ffn_us(size_t job) const;
 
  private:
   void ensure_capacity(int64_t rows);
@@ -78,6 +86,7 @@ class DeviceExpertRunner {
   DeviceBuffer x_, scratch_, out_;
   int64_t capacity_rows_ = 0;
   std::vector<float> staging_in_, staging_out_;
+  std::vector<std::pair<Event, Event>> ffn_events_;  // per job of the last enqueue
 };
 
 }  // namespace tandem

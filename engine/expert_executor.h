@@ -30,9 +30,14 @@ struct ExpertRunStats {
   uint64_t prefetch_hits = 0;       // prefetched experts the layer then ran on the accelerator
   uint64_t predicted_experts = 0;   // activated experts of layers that had a prediction
   uint64_t predicted_correct = 0;   // of those, named by the prediction
-  // The scheduler's cost model against measured CPU expert times (scheduled policies).
+  // The scheduler's cost model against measured times (scheduled policies): CPU experts timed
+  // on the host clock, accelerator experts and copies on the device's (Accelerator::elapsed_us).
   uint64_t cost_observations = 0;  // CPU expert runs timed and fed back (online refit)
   double cpu_cost_error = 0.0;     // moving average of |predicted - measured| / measured
+  uint64_t gpu_cost_observations = 0;   // accelerator expert runs timed and fed back
+  double gpu_cost_error = 0.0;          // the same moving average for them
+  uint64_t copy_cost_observations = 0;  // expert copies timed and fed back
+  double copy_cost_error = 0.0;
 };
 
 class ExpertExecutor {

@@ -182,7 +182,7 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
         gpu_.push_back({g, slots_.slot_of(il, g->expert)});
         ++stats_.cache_hits;
       } else if (const Prefetch* p = prefetched(il, g->expert)) {
-        from_prefetch_.push_back({g, p->slot, true, p->ready});
+        from_prefetch_.push_back({g, p->slot});
         ++stats_.prefetch_hits;
       }
     }
@@ -200,7 +200,8 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
         if (slot >= 0) {
           // Queued at once: the slot table must name the expert before the next admission
           // picks a victim, or an expert admitted a moment ago would look slot-less.
-          gpu_.push_back({g, slot, true, slots_.load(slot, il, g->expert)});
+          timed_load(slot, il, g->expert);
+          gpu_.push_back({g, slot});
           ++stats_.copied_experts;
           stats_.copied_bytes += slots_.slot_bytes();
           continue;
@@ -228,11 +229,19 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
     }
     if (!gpu_.empty()) {
       runner_.finish(gpu_, routing, scratch.slot_out.data());
-      for (const DeviceExpertRunner::Job& w : gpu_) {
+      for (size_t i = 0; i < gpu_.size(); ++i) {
+        const auto n_tokens = static_cast<double>(gpu_[i].group->token.size());
         ++stats_.gpu_experts;
-        stats_.gpu_tokens += w.group->token.size();
+        stats_.gpu_tokens += gpu_[i].group->token.size();
+        const double us = runner_.ffn_us(i);
+        if (us > 0) {
+          cost_.observe(sched::Device::Gpu, n_tokens, us);
+          ++stats_.gpu_cost_observations;
+        }
       }
+      stats_.gpu_cost_error = cost_.prediction_error(sched::Device::Gpu);
     }
+    observe_copies();
     cache_->record_step(il, gate_sum_, tokens_of_, routing.n_tokens);
     admit_prefetched(il);
   }
@@ -241,8 +250,32 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
   struct Prefetch {
     int32_t expert;
     int32_t slot;
-    Event ready;
   };
+
+  // Queues the copy of (layer, expert) into `slot` between two copy-stream events, so the copy
+  // time can be read back and fed to the cost model once it has run.
+  void timed_load(int32_t slot, int32_t layer, int32_t expert) {
+    const Event start = acc_.record(Stream::Copy);
+    pending_copies_.push_back({start, slots_.load(slot, layer, expert), 0});
+  }
+
+  // Copies whose events have completed teach the cost model their time; one the device cannot
+  // time (not done yet) waits for a later layer, and is dropped after a few.
+  void observe_copies() {
+    constexpr int32_t kMaxTries = 4;
+    size_t kept = 0;
+    for (PendingCopy& c : pending_copies_) {
+      const double us = acc_.elapsed_us(c.start, c.done);
+      if (us > 0) {
+        cost_.observe_copy(static_cast<double>(slots_.slot_bytes()), us);
+        ++stats_.copy_cost_observations;
+      } else if (++c.tries < kMaxTries) {
+        pending_copies_[kept++] = c;
+      }
+    }
+    pending_copies_.resize(kept);
+    stats_.copy_cost_error = cost_.copy_prediction_error();
+  }
 
   // The CPU ran its experts as one batch: each gets the measured time in proportion to its
   // prediction, so the cost model learns this machine's level and refits its curve.
@@ -280,7 +313,8 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
       if (next == slots.size()) break;
       if (cache_->resident(il, e)) continue;
       const int32_t slot = slots[next++];
-      prefetched_[il].push_back({e, slot, slots_.load(slot, il, e)});
+      timed_load(slot, il, e);
+      prefetched_[il].push_back({e, slot});
       ++stats_.prefetched_experts;
       ++stats_.copied_experts;
       stats_.copied_bytes += slots_.slot_bytes();
@@ -343,6 +377,11 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
   std::vector<DeviceExpertRunner::Job> gpu_, from_prefetch_;
   std::vector<float> gate_sum_;
   std::vector<int32_t> tokens_of_;  // per expert: this layer's tokens routed to it
+  struct PendingCopy {
+    Event start, done;
+    int32_t tries;
+  };
+  std::vector<PendingCopy> pending_copies_;
   std::vector<double> cpu_shares_;  // observe_cpu's predicted time per CPU expert
 };
 

@@ -76,6 +76,11 @@ class Accelerator {
   virtual void wait(Stream stream, Event event) = 0;
   // Blocks the calling host thread until everything queued on `stream` has finished.
   virtual void synchronize(Stream stream) = 0;
+  // Device time in microseconds from `start` to `end`, two events recorded on one stream that
+  // have completed (e.g. after synchronize(stream)). Negative when the device cannot tell: an
+  // event not complete yet or already recycled (CUDA recycles completed events once many are
+  // outstanding). Lets the scheduler compare its predictions with what the device did.
+  virtual double elapsed_us(Event start, Event end) = 0;
 
   // ---- Compute-stream ops. x, y, out: f32 activations; n_tokens >= 1. ----
   // y[t][r] = dot(row r of w, x[t]) with activations rounded to the weight's vec_dot type, as

@@ -221,6 +221,13 @@ int cmd_bench(const Args& args) {
                     100.0 * st.cpu_cost_error,
                     static_cast<unsigned long long>(st.cost_observations));
       }
+      if (st.gpu_cost_observations + st.copy_cost_observations > 0) {
+        std::printf(
+            "cost model: accelerator expert times within %.1f%% (%llu runs), copy times "
+            "within %.1f%% (%llu copies), timed on the device and refit online\n",
+            100.0 * st.gpu_cost_error, static_cast<unsigned long long>(st.gpu_cost_observations),
+            100.0 * st.copy_cost_error, static_cast<unsigned long long>(st.copy_cost_observations));
+      }
       if (st.predicted_experts > 0) {
         std::printf("prefetch: %llu experts copied ahead, %llu of them used; the next layer's "
                     "prediction named %.1f%% of its activated experts\n",

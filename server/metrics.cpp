@@ -102,6 +102,18 @@ std::string render_metrics(const BatcherMetrics& m, const HttpCounters& http, bo
   metric(out, "tandem_cost_model_observations_total", "counter",
          "CPU expert runs timed and fed back to the cost model",
          static_cast<double>(m.experts.cost_observations));
+  metric(out, "tandem_cost_model_gpu_error_ratio", "gauge",
+         "moving average of |predicted - measured| / measured accelerator expert time",
+         m.experts.gpu_cost_error);
+  metric(out, "tandem_cost_model_gpu_observations_total", "counter",
+         "accelerator expert runs timed on the device and fed back to the cost model",
+         static_cast<double>(m.experts.gpu_cost_observations));
+  metric(out, "tandem_cost_model_copy_error_ratio", "gauge",
+         "moving average of |predicted - measured| / measured expert copy time",
+         m.experts.copy_cost_error);
+  metric(out, "tandem_cost_model_copy_observations_total", "counter",
+         "expert copies timed on the device and fed back to the cost model",
+         static_cast<double>(m.experts.copy_cost_observations));
   metric(out, "tandem_expert_prediction_accuracy", "gauge",
          "share of activated experts that the previous layer's prediction named",
          m.experts.predicted_experts > 0 ? static_cast<double>(m.experts.predicted_correct) /

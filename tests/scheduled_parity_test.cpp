@@ -7,14 +7,17 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "engine/device_experts.h"
 #include "engine/engine.h"
 #include "engine/expert_executor.h"
 #include "engine/logit_case.h"
 #include "engine/model.h"
+#include "engine/moe.h"
 #include "gpu/accelerator_factory.h"
 #include "gpu/hardware_profile.h"
 #include "gpu/sim_accelerator.h"
@@ -86,8 +89,14 @@ TEST_P(ScheduledParity, EveryPolicyEqualsCpuOnly) {
                 st.cache_hits + st.prefetch_hits + st.copied_experts - st.prefetched_experts);
       EXPECT_LE(st.prefetch_hits, st.prefetched_experts);
       EXPECT_LE(st.predicted_correct, st.predicted_experts);
-      // Every CPU expert of a scheduled layer is timed and fed back to the cost model.
+      // Every CPU expert of a scheduled layer is timed and fed back to the cost model, and so
+      // is every accelerator expert (the sim times them all); copies once they have landed.
       EXPECT_EQ(st.cost_observations, st.cpu_experts);
+      EXPECT_EQ(st.gpu_cost_observations, st.gpu_experts);
+      EXPECT_LE(st.copy_cost_observations, st.copied_experts);
+      if (st.copied_experts > 0) {
+        EXPECT_GT(st.copy_cost_observations, 0u);
+      }
       if (st.cpu_experts > 0) {
         EXPECT_GT(st.cpu_cost_error, 0.0);
       }
@@ -147,6 +156,49 @@ TEST(ScheduledExecutor, UnknownPolicyIsRefusedByName) {
   } catch (const std::invalid_argument& e) {
     EXPECT_NE(std::string(e.what()).find("fastest"), std::string::npos) << e.what();
   }
+}
+
+// A job reads its slot only after the slot's latest load, even when nothing else orders them:
+// an expert can become resident without the compute stream having waited for its copy (a
+// prefetched expert the planner ran on the CPU, then the cache admitted). With a 48 MB copy
+// ahead of the load on the copy stream, the compute must still see the new expert's weights.
+TEST(DeviceExperts, JobWaitsForItsSlotsLatestLoad) {
+  TANDEM_REQUIRE_SHARED();
+  const auto model = Model::load(test::shared_path("models/tiny-qwen3moe-f32.gguf"));
+  const ModelSpec& spec = model->spec();
+  const LayerWeights& w = model->layers().front();
+  const uint64_t slot_bytes = (w.gate_exps.n_bytes + w.up_exps.n_bytes + w.down_exps.n_bytes) /
+                              static_cast<uint64_t>(spec.n_expert);
+  const std::vector<uint8_t> big(48u << 20, 1);
+  auto acc = make_sim_accelerator(load_hardware_profile(default_hardware_profile_path()),
+                                  2 * slot_bytes + big.size() + (uint64_t{64} << 20), nullptr);
+  DeviceExpertSlots slots(*model, *acc, 2 * slot_bytes);
+  ASSERT_EQ(slots.n_slots(), 2);
+  slots.load(0, 0, 0);
+  acc->synchronize(Stream::Copy);
+  DeviceExpertRunner runner(*model, *acc, slots);
+
+  const int32_t n_tokens = 3;
+  std::vector<float> x(static_cast<size_t>(n_tokens * spec.n_embd));
+  for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(0.37f * static_cast<float>(i));
+  const Routing routing{n_tokens, 1, {1, 1, 1}, {1.0f, 1.0f, 1.0f}};
+  const ExpertTokens group{1, {0, 1, 2}, {0, 0, 0}};
+  MoeScratch scratch;
+  scratch.slot_out.assign(x.size(), 0.0f);
+  run_expert(spec, w, group, routing, x.data(), scratch, nullptr);
+  const std::vector<float> want = scratch.slot_out;
+
+  const DeviceBuffer dbig = acc->allocate(big.size());
+  acc->copy_to_device(Stream::Copy, dbig, 0, big.data(), big.size());
+  slots.load(0, 0, 1);  // expert 1 replaces expert 0, behind the big copy
+  std::vector<float> got(x.size(), 0.0f);
+  runner.enqueue({{&group, 0}}, x.data());
+  runner.finish({{&group, 0}}, routing, got.data());
+  for (size_t i = 0; i < got.size(); ++i) {
+    ASSERT_NEAR(got[i], want[i], 1e-5f * (1.0f + std::abs(want[i]))) << "element " << i;
+  }
+  acc->synchronize(Stream::Copy);
+  acc->release(dbig);
 }
 
 // A pinned layer holds all its experts whatever the budget: with room for one layer's experts

@@ -23,6 +23,7 @@
 #include "engine/moe.h"
 #include "engine/trace.h"
 #include "gpu/sim/sim_accelerator.h"
+#include "gpu/sim/sim_cost.h"
 #include "gpu/sim/sim_kernels.h"
 #include "tests/upload_check.h"
 
@@ -380,7 +381,9 @@ TEST_F(SimTest, ComputeWaitingOnCopyEventSeesCopiedData) {
   const DeviceBuffer dbig = alloc(big.size());
   const DeviceBuffer dw = alloc(w.bytes.size());
   const DeviceBuffer dx = upload(x), dy = alloc(want.size() * sizeof(float));
+  const Event start = acc_->record(Stream::Copy);
   acc_->copy_to_device(Stream::Copy, dbig, 0, big.data(), big.size());
+  const Event big_copied = acc_->record(Stream::Copy);
   acc_->copy_to_device(Stream::Copy, dw, 0, w.bytes.data(), w.bytes.size());
   const Event copied = acc_->record(Stream::Copy);
   acc_->wait(Stream::Compute, copied);
@@ -390,6 +393,37 @@ TEST_F(SimTest, ComputeWaitingOnCopyEventSeesCopiedData) {
   // In virtual time the matmul ran after both copies.
   EXPECT_GE(sim().clock_us(Stream::Compute), sim().clock_us(Stream::Copy));
   acc_->wait(Stream::Compute, Event{});  // the empty event is already complete
+  // Elapsed device time between events is the modelled time of what ran between them.
+  const SimCostModel cost(sim().profile());
+  EXPECT_NEAR(acc_->elapsed_us(start, big_copied), cost.copy_us(big.size()), 1e-6);
+  EXPECT_NEAR(acc_->elapsed_us(big_copied, copied), cost.copy_us(w.bytes.size()), 1e-6);
+  EXPECT_LT(acc_->elapsed_us(Event{}, copied), 0.0) << "no such event";
+  EXPECT_LT(acc_->elapsed_us(copied, Event{copied.handle + 100}), 0.0);
+}
+
+// A long run records events without end; completed ones are dropped once thousands pile up.
+// A dropped handle still works in wait (a no-op: it completed) and reads -1 in elapsed_us.
+TEST_F(SimTest, OldEventsAreRetiredAndTheirHandlesStayUsable) {
+  const DeviceBuffer b = alloc(4096);
+  const std::vector<uint8_t> src(4096, 7);
+  const Event first = acc_->record(Stream::Copy);
+  acc_->copy_to_device(Stream::Copy, b, 0, src.data(), src.size());
+  const Event first_done = acc_->record(Stream::Copy);
+  acc_->synchronize(Stream::Copy);
+  EXPECT_GT(acc_->elapsed_us(first, first_done), 0.0);
+  acc_->wait(Stream::Compute, first_done);
+  acc_->synchronize(Stream::Compute);
+  for (int i = 0; i < 10000; ++i) {
+    acc_->record(i % 2 ? Stream::Copy : Stream::Compute);
+    if (i % 1000 == 999) {
+      acc_->synchronize(Stream::Copy);
+      acc_->synchronize(Stream::Compute);
+    }
+  }
+  EXPECT_LT(acc_->elapsed_us(first, first_done), 0.0) << "retired";
+  acc_->wait(Stream::Compute, first_done);  // no-op, no throw
+  acc_->synchronize(Stream::Compute);
+  EXPECT_THROW(acc_->wait(Stream::Compute, Event{first_done.handle + 1000000}), AcceleratorError);
 }
 
 // The engine keeps Q4_K and Q8_0 rows interleaved for its CPU kernels; uploads rebuild the rows

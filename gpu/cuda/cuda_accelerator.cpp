@@ -332,7 +332,8 @@ Event CudaAcceleratorImpl::record(Stream s) {
     e = event_pool_.back();
     event_pool_.pop_back();
   } else {
-    CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    // Timing stays on so elapsed_us can read the device clock between two events.
+    CUDA_CHECK(cudaEventCreate(&e));
   }
   const cudaError_t err = cudaEventRecord(e, stream(s));
   if (err != cudaSuccess) {
@@ -354,6 +355,19 @@ void CudaAcceleratorImpl::wait(Stream s, Event event) {
   if (it == events_.end()) return;  // retired: it had completed
   use_device();
   CUDA_CHECK(cudaStreamWaitEvent(stream(s), it->second, 0));
+}
+
+double CudaAcceleratorImpl::elapsed_us(Event start, Event end) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const auto a = events_.find(start.handle), b = events_.find(end.handle);
+  if (a == events_.end() || b == events_.end()) return -1.0;  // recycled or never recorded
+  use_device();
+  float ms = 0.0f;
+  if (cudaEventElapsedTime(&ms, a->second, b->second) != cudaSuccess) {
+    cudaGetLastError();  // not ready yet: not sticky, keep the state clean
+    return -1.0;
+  }
+  return 1e3 * static_cast<double>(ms);
 }
 
 void CudaAcceleratorImpl::synchronize(Stream s) {

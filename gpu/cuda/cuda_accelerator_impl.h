@@ -49,6 +49,7 @@ class CudaAcceleratorImpl final : public CudaAccelerator {
                     uint64_t bytes) override;
   Event record(Stream stream) override;
   void wait(Stream stream, Event event) override;
+  double elapsed_us(Event start, Event end) override;
   void synchronize(Stream stream) override;
 
   void matmul(const DeviceMatrix& w, DeviceBuffer x, int64_t n_tokens, DeviceBuffer y) override;

@@ -178,17 +178,29 @@ void SimAccelerator::copy_to_host(Stream s, void* dst, DeviceBuffer src, uint64_
          {{"bytes", std::to_string(bytes)}}, [dst, p, bytes] { std::memcpy(dst, p, bytes); });
 }
 
+void SimAccelerator::retire_events() {
+  const double floor = std::min(compute_.clock_us(), copy_.clock_us());
+  for (auto it = events_.begin(); it != events_.end();) {
+    if (it->second.done && it->second.time_us <= floor)
+      it = events_.erase(it);
+    else
+      ++it;
+  }
+}
+
 Event SimAccelerator::record(Stream s) {
+  constexpr size_t kEventsBeforeRetire = 4096;
   uint64_t handle = 0;
   {
     std::lock_guard<std::mutex> lock(event_mutex_);
-    events_.emplace_back();
-    handle = events_.size();
+    if (events_.size() >= kEventsBeforeRetire) retire_events();
+    handle = next_event_++;
+    events_.emplace(handle, EventState{});
   }
   stream(s).enqueue([this, handle](double& clock) {
     {
       std::lock_guard<std::mutex> lock(event_mutex_);
-      events_[handle - 1] = EventState{true, clock};
+      events_[handle] = EventState{true, clock};
     }
     event_cv_.notify_all();
   });
@@ -199,15 +211,27 @@ void SimAccelerator::wait(Stream s, Event event) {
   if (event.handle == 0) return;
   {
     std::lock_guard<std::mutex> lock(event_mutex_);
-    if (event.handle > events_.size()) {
+    if (event.handle >= next_event_) {
       throw AcceleratorError("sim wait: unknown event " + std::to_string(event.handle));
     }
   }
   stream(s).enqueue([this, handle = event.handle](double& clock) {
     std::unique_lock<std::mutex> lock(event_mutex_);
-    event_cv_.wait(lock, [&] { return events_[handle - 1].done; });
-    clock = std::max(clock, events_[handle - 1].time_us);
+    // A handle no longer listed completed before both clocks: nothing to wait for.
+    event_cv_.wait(lock, [&] {
+      const auto it = events_.find(handle);
+      return it == events_.end() || it->second.done;
+    });
+    const auto it = events_.find(handle);
+    if (it != events_.end()) clock = std::max(clock, it->second.time_us);
   });
+}
+
+double SimAccelerator::elapsed_us(Event start, Event end) {
+  std::lock_guard<std::mutex> lock(event_mutex_);
+  const auto a = events_.find(start.handle), b = events_.find(end.handle);
+  if (a == events_.end() || b == events_.end() || !a->second.done || !b->second.done) return -1.0;
+  return b->second.time_us - a->second.time_us;
 }
 
 void SimAccelerator::synchronize(Stream s) {

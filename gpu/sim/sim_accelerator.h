@@ -51,6 +51,8 @@ class SimAccelerator final : public Accelerator {
   // Event{} (handle 0) counts as already complete.
   void wait(Stream stream, Event event) override;
   void synchronize(Stream stream) override;
+  // The events' virtual times (the modelled durations of what ran between them).
+  double elapsed_us(Event start, Event end) override;
 
   void matmul(const DeviceMatrix& w, DeviceBuffer x, int64_t n_tokens, DeviceBuffer y) override;
   void expert_ffn(const DeviceExpert& expert, DeviceBuffer x, int64_t n_tokens,
@@ -111,7 +113,12 @@ class SimAccelerator final : public Accelerator {
 
   std::mutex event_mutex_;
   std::condition_variable event_cv_;
-  std::deque<EventState> events_;  // handle h is events_[h - 1]
+  // Outstanding events by handle. Completed ones no stream's clock is behind are dropped once
+  // many have piled up (a wait on them could not move a clock), so a long run's memory stays
+  // flat; waiting on a dropped handle is a no-op, elapsed_us on one is -1.
+  std::unordered_map<uint64_t, EventState> events_;
+  uint64_t next_event_ = 1;
+  void retire_events();  // under event_mutex_
 
   // Declared last: destroyed first, so workers stop before the state they use goes away.
   SimStream compute_{"compute"};
