@@ -10,7 +10,9 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "engine/device_experts.h"
 #include "engine/engine.h"
@@ -38,6 +40,18 @@ void PrintTo(const PolicyCase& c, std::ostream* os) {
   *os << c.model << " " << c.policy << " cached " << c.cached_fraction;
 }
 
+// Engine options on a sim accelerator with `cache` bytes for experts (and 64 MiB of working
+// memory) under `policy`; `acc` receives the accelerator, which must outlive the engine.
+EngineOptions sim_options(const EngineOptions& base, const HardwareProfile& profile, uint64_t cache,
+                          const std::string& policy, std::unique_ptr<Accelerator>& acc) {
+  acc = make_sim_accelerator(profile, cache + (uint64_t{64} << 20), nullptr);
+  EngineOptions o = base;
+  o.accelerator = acc.get();
+  o.expert_cache_bytes = cache;
+  o.expert_policy = policy;
+  return o;
+}
+
 class ScheduledParity : public testing::TestWithParam<PolicyCase> {};
 
 TEST_P(ScheduledParity, EveryPolicyEqualsCpuOnly) {
@@ -63,11 +77,8 @@ TEST_P(ScheduledParity, EveryPolicyEqualsCpuOnly) {
   const HardwareProfile profile = load_hardware_profile(default_hardware_profile_path());
   uint64_t live_after = 1;
   {
-    auto acc = make_sim_accelerator(profile, n_slots * slot + (uint64_t{64} << 20), nullptr);
-    EngineOptions sim_opts = cpu_opts;
-    sim_opts.accelerator = acc.get();
-    sim_opts.expert_cache_bytes = n_slots * slot;
-    sim_opts.expert_policy = pc.policy;
+    std::unique_ptr<Accelerator> acc;
+    const EngineOptions sim_opts = sim_options(cpu_opts, profile, n_slots * slot, pc.policy, acc);
     {
       Engine sim(*model, sim_opts);
       for (const nlohmann::json& gc : golden["cases"]) {
@@ -220,11 +231,8 @@ TEST(ScheduledExecutor, PinnedLayerKeepsEveryExpertResident) {
   cpu_opts.n_ctx = 128;
   Engine cpu(*model, cpu_opts);
   for (const char* eviction : {"next-use", "score", "lru", "lfu"}) {
-    auto acc = make_sim_accelerator(profile, cache + (uint64_t{64} << 20), nullptr);
-    EngineOptions sim_opts = cpu_opts;
-    sim_opts.accelerator = acc.get();
-    sim_opts.expert_cache_bytes = cache;
-    sim_opts.expert_policy = "tandem";
+    std::unique_ptr<Accelerator> acc;
+    EngineOptions sim_opts = sim_options(cpu_opts, profile, cache, "tandem", acc);
     sim_opts.pin_layers = {2};
     sim_opts.expert_eviction = eviction;
     Engine sim(*model, sim_opts);
@@ -237,11 +245,8 @@ TEST(ScheduledExecutor, PinnedLayerKeepsEveryExpertResident) {
     EXPECT_EQ(sim.cached_experts(1), 0) << eviction;
     EXPECT_GT(sim.expert_stats().cache_hits, 0u) << eviction;
   }
-  EngineOptions bad = cpu_opts;
-  auto acc = make_sim_accelerator(profile, cache + (uint64_t{64} << 20), nullptr);
-  bad.accelerator = acc.get();
-  bad.expert_cache_bytes = cache;
-  bad.expert_policy = "tandem";
+  std::unique_ptr<Accelerator> acc;
+  EngineOptions bad = sim_options(cpu_opts, profile, cache, "tandem", acc);
   bad.expert_eviction = "mru";
   EXPECT_THROW(Engine(*model, bad), std::invalid_argument);
   bad.expert_eviction = "next-use";
@@ -280,11 +285,8 @@ TEST(ScheduledExecutor, ManyCopiesPerLayerKeepCacheAndSlotsInStep) {
   Engine cpu(*model, cpu_opts);
   for (const char* policy : {"tandem", "hybrimoe"}) {
     const uint64_t cache = 40 * slot;  // staging and prefetch slots, then ~5 cached per layer
-    auto acc = make_sim_accelerator(profile, cache + (uint64_t{64} << 20), nullptr);
-    EngineOptions sim_opts = cpu_opts;
-    sim_opts.accelerator = acc.get();
-    sim_opts.expert_cache_bytes = cache;
-    sim_opts.expert_policy = policy;
+    std::unique_ptr<Accelerator> acc;
+    const EngineOptions sim_opts = sim_options(cpu_opts, profile, cache, policy, acc);
     Engine sim(*model, sim_opts);
     const std::vector<int32_t> prompt = {1, 17, 230, 5, 99, 301, 42, 7};
     const LogitCase a = run_logit_case(cpu, 0, prompt, nullptr, 300);
