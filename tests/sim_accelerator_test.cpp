@@ -424,6 +424,10 @@ TEST_F(SimTest, OldEventsAreRetiredAndTheirHandlesStayUsable) {
   acc_->wait(Stream::Compute, first_done);  // no-op, no throw
   acc_->synchronize(Stream::Compute);
   EXPECT_THROW(acc_->wait(Stream::Compute, Event{first_done.handle + 1000000}), AcceleratorError);
+  // A stream left at an early clock keeps later events (a wait could still move it), and
+  // recording goes on without a sweep per event.
+  for (int i = 0; i < 20000; ++i) acc_->record(Stream::Compute);
+  acc_->synchronize(Stream::Compute);
 }
 
 // The engine keeps Q4_K and Q8_0 rows interleaved for its CPU kernels; uploads rebuild the rows

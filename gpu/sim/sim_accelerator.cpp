@@ -186,14 +186,14 @@ void SimAccelerator::retire_events() {
     else
       ++it;
   }
+  retire_at_ = std::max<size_t>(4096, 2 * events_.size());
 }
 
 Event SimAccelerator::record(Stream s) {
-  constexpr size_t kEventsBeforeRetire = 4096;
   uint64_t handle = 0;
   {
     std::lock_guard<std::mutex> lock(event_mutex_);
-    if (events_.size() >= kEventsBeforeRetire) retire_events();
+    if (events_.size() >= retire_at_) retire_events();
     handle = next_event_++;
     events_.emplace(handle, EventState{});
   }

@@ -115,9 +115,12 @@ class SimAccelerator final : public Accelerator {
   std::condition_variable event_cv_;
   // Outstanding events by handle. Completed ones no stream's clock is behind are dropped once
   // many have piled up (a wait on them could not move a clock), so a long run's memory stays
-  // flat; waiting on a dropped handle is a no-op, elapsed_us on one is -1.
+  // flat; waiting on a dropped handle is a no-op, elapsed_us on one is -1. The next sweep waits
+  // until the list has doubled, so a stream left behind (idle at an early clock, which keeps
+  // later events) costs memory but never a sweep per event.
   std::unordered_map<uint64_t, EventState> events_;
   uint64_t next_event_ = 1;
+  size_t retire_at_ = 4096;
   void retire_events();  // under event_mutex_
 
   // Declared last: destroyed first, so workers stop before the state they use goes away.
