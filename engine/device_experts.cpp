@@ -100,8 +100,8 @@ void DeviceExpertSlots::fill_in_expert_order() {
 }
 
 DeviceExpertRunner::DeviceExpertRunner(const Model& model, Accelerator& accelerator,
-                                       const DeviceExpertSlots& slots)
-    : model_(model), accelerator_(accelerator), slots_(slots) {}
+                                       const DeviceExpertSlots& slots, bool time_ffn)
+    : model_(model), accelerator_(accelerator), slots_(slots), time_ffn_(time_ffn) {}
 
 DeviceExpertRunner::~DeviceExpertRunner() {
   accelerator_.synchronize(Stream::Compute);
@@ -133,9 +133,9 @@ void DeviceExpertRunner::enqueue(const std::vector<Job>& jobs, const float* xn) 
     accelerator_.wait(Stream::Compute, slots_.ready(j.slot));
     accelerator_.copy_to_device(Stream::Compute, x_, 0, staging_in_.data() + offset * n_embd,
                                 bytes);
-    const Event ffn_start = accelerator_.record(Stream::Compute);
+    const Event ffn_start = time_ffn_ ? accelerator_.record(Stream::Compute) : Event{};
     accelerator_.expert_ffn(slots_.device_expert(j.slot), x_, m, scratch_, out_);
-    ffn_events_.emplace_back(ffn_start, accelerator_.record(Stream::Compute));
+    if (time_ffn_) ffn_events_.emplace_back(ffn_start, accelerator_.record(Stream::Compute));
     accelerator_.copy_to_host(Stream::Compute, staging_out_.data() + offset * n_embd, out_, 0,
                               bytes);
     offset += m;

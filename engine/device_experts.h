@@ -64,7 +64,10 @@ class DeviceExpertRunner {
     int32_t slot;
   };
 
-  DeviceExpertRunner(const Model& model, Accelerator& accelerator, const DeviceExpertSlots& slots);
+  // time_ffn: record events around each FFN so ffn_us can read its device time (two extra
+  // event records per job; only callers that read the times ask for them).
+  DeviceExpertRunner(const Model& model, Accelerator& accelerator, const DeviceExpertSlots& slots,
+                     bool time_ffn = false);
   ~DeviceExpertRunner();
   DeviceExpertRunner(const DeviceExpertRunner&) = delete;
   DeviceExpertRunner& operator=(const DeviceExpertRunner&) = delete;
@@ -74,7 +77,7 @@ class DeviceExpertRunner {
   // Waits for the compute stream and writes weight * output of every job into slot_out.
   void finish(const std::vector<Job>& jobs, const Routing& routing, float* slot_out);
   // After finish: the device time of job i's FFN (the last enqueue's jobs), microseconds;
-  // negative when the accelerator cannot tell.
+  // negative when the accelerator cannot tell or the runner does not time its FFNs.
   double ffn_us(size_t job) const;
 
  private:
@@ -86,7 +89,8 @@ class DeviceExpertRunner {
   DeviceBuffer x_, scratch_, out_;
   int64_t capacity_rows_ = 0;
   std::vector<float> staging_in_, staging_out_;
-  std::vector<std::pair<Event, Event>> ffn_events_;  // per job of the last enqueue
+  bool time_ffn_;
+  std::vector<std::pair<Event, Event>> ffn_events_;  // per job of the last enqueue (time_ffn)
 };
 
 }  // namespace tandem

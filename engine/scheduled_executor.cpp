@@ -49,7 +49,7 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
       : model_(model),
         acc_(acc),
         slots_(model, acc, cache_bytes),
-        runner_(model, acc, slots_),
+        runner_(model, acc, slots_, /*time_ffn=*/true),
         trace_(trace) {
     const ModelSpec& s = model.spec();
     const sched::ModelShape shape = shape_of(model, slots_.slot_bytes());
