@@ -56,6 +56,10 @@ class Simulation {
                 : trace.prefetch_accuracy >= 0 ? trace.prefetch_accuracy
                                                : 0.85;
     inflight_.resize(trace.n_layer);
+    seen_tokens_.assign(trace.n_layer, std::vector<double>(trace.n_expert, 0.0));
+    last_active_.resize(trace.n_layer);
+    n_repeats_.assign(trace.n_layer, 0);
+    n_repeat_checks_.assign(trace.n_layer, 0);
   }
 
   ReplayResult run();
@@ -69,6 +73,8 @@ class Simulation {
   std::vector<ExpertJob> take_deferred(int32_t l, const LayerRouting& r, LayerSituation& s) const;
   void update_cache(int32_t l, const LayerLoad& load, const LayerSituation& s, const LayerPlan& p);
   void prefetch(int32_t l, const RoutingStep& step, double start, double deadline, bool traced);
+  void record_history(int32_t l, const LayerLoad& load, int32_t n_tokens);
+  int32_t wrong_guess(int32_t l, const LayerLoad& truth);
   void trace_plan(int32_t l, const LayerSituation& s, const LayerPlan& p, double moe_start);
 
   const ModelShape& shape_;
@@ -81,6 +87,11 @@ class Simulation {
   double accuracy_ = 0.85;
   std::unique_ptr<ExpertCache> cache_;
   std::vector<std::vector<InFlight>> inflight_;  // per layer: prefetches in the air or landed
+  // What the replayed routing has shown so far, per layer: tokens per expert, the last step's
+  // experts, and how many of single-token steps' experts repeated the step before's.
+  std::vector<std::vector<double>> seen_tokens_;
+  std::vector<std::vector<int32_t>> last_active_;
+  std::vector<int64_t> n_repeats_, n_repeat_checks_;
   double pcie_busy_until_ = 0.0;
   double deferred_until_ = 0.0;  // the CPU finishes the previous layer's deferred experts
   double clock_ = 0.0;
@@ -117,6 +128,7 @@ void Simulation::build_cache(const RoutingStep* calibration) {
       std::stable_sort(order.begin(), order.end(),
                        [&](int32_t a, int32_t b) { return load.n_tokens[a] > load.n_tokens[b]; });
       cache_->record_step(l, load.gate_sum, load.n_tokens, calibration->layers[l].n_tokens);
+      record_history(l, load, calibration->layers[l].n_tokens);
     }
     cache_->fill(l, order);
   }
@@ -226,15 +238,12 @@ void Simulation::prefetch(int32_t l, const RoutingStep& step, double start, doub
   std::stable_sort(truth.begin(), truth.end(),
                    [&](int32_t a, int32_t b) { return load.gate_sum[a] > load.gate_sum[b]; });
   // The predictor (next layer's router on this layer's hidden state) names each true expert
-  // with probability `accuracy_`, else some expert the next layer does not use.
+  // with probability `accuracy_`, else an expert the next layer does not use.
   std::uniform_real_distribution<double> u(0.0, 1.0);
   std::vector<int32_t> predicted;
   for (int32_t e : truth) {
-    int32_t guess = e;
-    if (u(rng_) >= accuracy_) {
-      do guess = static_cast<int32_t>(rng_() % trace_.n_expert);
-      while (load.n_tokens[guess] > 0 && static_cast<int32_t>(truth.size()) < trace_.n_expert);
-    }
+    const int32_t guess = u(rng_) < accuracy_ ? e : wrong_guess(next, load);
+    if (guess < 0) continue;
     if (!cache_->resident(next, guess) &&
         std::find(predicted.begin(), predicted.end(), guess) == predicted.end()) {
       predicted.push_back(guess);
@@ -267,6 +276,50 @@ void Simulation::prefetch(int32_t l, const RoutingStep& step, double start, doub
     result_.n_prefetch_used += load.n_tokens[e] > 0;
   }
   pcie_busy_until_ = std::max(pcie_busy_until_, t);
+}
+
+void Simulation::record_history(int32_t l, const LayerLoad& load, int32_t n_tokens) {
+  for (int32_t e : load.active) seen_tokens_[l][e] += load.n_tokens[e];
+  std::vector<int32_t>& last = last_active_[l];
+  if (n_tokens == 1 && !last.empty()) {
+    for (int32_t e : load.active) {
+      n_repeats_[l] += std::find(last.begin(), last.end(), e) != last.end();
+    }
+    n_repeat_checks_[l] += static_cast<int64_t>(load.active.size());
+  }
+  last = load.active;
+}
+
+// PredictionErrors::LikeRouting: a wrong prediction is drawn the way the layer's true experts
+// have come so far: one of the layer's last-step experts as often as single-token steps
+// repeated those, else an expert in proportion to the tokens it has received. A router that
+// errs names experts whose scores are often high, i.e. popular ones, which are often cached;
+// and a policy that ranks predictions by popularity or recency cannot tell wrong guesses from
+// right ones. Uniform: any unused expert, equally likely. -1 when every expert is used.
+int32_t Simulation::wrong_guess(int32_t l, const LayerLoad& truth) {
+  if (static_cast<int32_t>(truth.active.size()) >= trace_.n_expert) return -1;
+  const bool uniform = opt_.prefetch_errors == PredictionErrors::Uniform;
+  const std::vector<int32_t>& last = last_active_[l];
+  const double repeat = n_repeat_checks_[l] > 0 ? static_cast<double>(n_repeats_[l]) /
+                                                      static_cast<double>(n_repeat_checks_[l])
+                                                : 0.0;
+  const std::vector<double>& seen = seen_tokens_[l];
+  const double total = std::accumulate(seen.begin(), seen.end(), 0.0);
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  for (int attempt = 0; attempt < 64 && !uniform; ++attempt) {
+    int32_t e = static_cast<int32_t>(rng_() % trace_.n_expert);
+    if (!last.empty() && u(rng_) < repeat) {
+      e = last[rng_() % last.size()];
+    } else if (total > 0) {
+      double x = u(rng_) * total;
+      for (e = 0; e + 1 < trace_.n_expert && x >= seen[e]; ++e) x -= seen[e];
+    }
+    if (truth.n_tokens[e] == 0) return e;
+  }
+  int32_t e;  // uniform, or the history names only used experts
+  do e = static_cast<int32_t>(rng_() % trace_.n_expert);
+  while (truth.n_tokens[e] > 0);
+  return e;
 }
 
 void Simulation::trace_plan(int32_t l, const LayerSituation& s, const LayerPlan& p,
@@ -370,6 +423,7 @@ double Simulation::run_layer(int32_t l, const RoutingStep& step, double start, P
   }
   if (traced) trace_plan(l, s, p, moe_start);
   update_cache(l, load, s, p);
+  record_history(l, load, n_tokens);
   inflight_[l].clear();
   if (policy_.prefetch) {
     const int64_t before = result_.n_prefetched;

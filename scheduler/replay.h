@@ -58,10 +58,17 @@ std::vector<std::string> policy_names();  // cpu-experts, static, fiddler, hybri
 PolicySpec make_policy(const std::string& name, const CostModel& cost, const ModelShape& shape,
                        Eviction tandem_eviction = Eviction::NextUse);
 
+// How the simulated prefetch predictor's wrong guesses are drawn (see wrong_guess in replay.cpp).
+enum class PredictionErrors { LikeRouting, Uniform };
+const char* prediction_errors_name(PredictionErrors e);
+// "routing" | "uniform"; throws std::invalid_argument naming the value.
+PredictionErrors parse_prediction_errors(const std::string& name);
+
 struct ReplayOptions {
   double expert_vram_gb = 0.0;      // VRAM for routed experts, GB (1e9 bytes)
   std::vector<int32_t> pin_layers;  // MoE layers kept fully resident (dynamic caches)
   double prefetch_accuracy = -1.0;  // < 0: the trace's, else 0.85
+  PredictionErrors prefetch_errors = PredictionErrors::LikeRouting;
   Eviction tandem_eviction = Eviction::NextUse;
   // Expert deferral (tandem; 0: off): each token's `defer_experts` lowest-weight experts of a
   // layer may finish while the next layer's attention runs. An expert is deferred when all its

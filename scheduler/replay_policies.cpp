@@ -66,6 +66,17 @@ PolicySpec make_policy(const std::string& name, const CostModel& cost, const Mod
   return p;
 }
 
+const char* prediction_errors_name(PredictionErrors e) {
+  return e == PredictionErrors::Uniform ? "uniform" : "routing";
+}
+
+PredictionErrors parse_prediction_errors(const std::string& name) {
+  if (name == "routing") return PredictionErrors::LikeRouting;
+  if (name == "uniform") return PredictionErrors::Uniform;
+  throw std::invalid_argument("unknown prefetch error model '" + name +
+                              "' (known: routing, uniform)");
+}
+
 void ChromeTrace::begin_process(const std::string& name) {
   const int32_t pid = ++pid_;
   events_.push_back(

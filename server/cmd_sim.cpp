@@ -39,6 +39,8 @@ constexpr const char* kHelp =
     "  --reuse R              synthetic per-sequence reuse probability (default 0.3)\n"
     "  --seed N               synthetic trace and prefetch-predictor seed (default 1)\n"
     "  --prefetch-accuracy P  next-layer prediction accuracy (default: the trace's, else 0.85)\n"
+    "  --prefetch-errors M    what a wrong prediction names: routing (drawn like the layer's\n"
+    "                         routing so far: popular and recent experts; default) | uniform\n"
     "  --pin-layers L,L,...   MoE layers whose experts stay resident (tandem)\n"
     "  --eviction E           tandem cache: next-use | score | lru | lfu (default next-use;\n"
     "                         hybrimoe always uses score)\n"
@@ -55,6 +57,16 @@ struct SimArgs {
   sched::SyntheticTraceConfig synth;
   sched::ReplayOptions replay;
 };
+
+// Runs a named-value parser, turning its std::invalid_argument into a usage error (exit 2).
+template <typename Parse>
+auto named_value(const std::string& opt, const std::string& value, Parse parse) {
+  try {
+    return parse(value);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(opt + ": " + e.what());
+  }
+}
 
 SimArgs parse_args(const Args& args, bool* help) {
   SimArgs a;
@@ -101,8 +113,10 @@ SimArgs parse_args(const Args& args, bool* help) {
       a.replay.prefetch_accuracy = r.float_value(opt, 0, 1);
     else if (opt == "--pin-layers")
       a.replay.pin_layers = parse_int_list(opt, r.value(opt));
+    else if (opt == "--prefetch-errors")
+      a.replay.prefetch_errors = named_value(opt, r.value(opt), sched::parse_prediction_errors);
     else if (opt == "--eviction")
-      a.replay.tandem_eviction = sched::parse_eviction(r.value(opt));
+      a.replay.tandem_eviction = named_value(opt, r.value(opt), sched::parse_eviction);
     else if (opt == "--defer-experts")
       a.replay.defer_experts = static_cast<int32_t>(r.int_value(opt, 0, 1024));
     else
@@ -138,10 +152,17 @@ sched::RoutingTrace routing_for(const SimArgs& a, const sched::ModelShape& shape
 }
 
 void print_table(const std::vector<sched::ReplayResult>& results, const sched::ModelShape& shape,
-                 const sched::HardwareSpec& hw, double vram_gb) {
+                 const sched::HardwareSpec& hw, const sched::ReplayOptions& replay) {
   std::printf("model %s (%s, %.1f GB of experts), hardware %s, %.1f GB of VRAM for experts\n",
               shape.name.c_str(), shape.weight_type.c_str(), shape.total_expert_bytes() / 1e9,
-              hw.name.c_str(), vram_gb);
+              hw.name.c_str(), replay.expert_vram_gb);
+  if (!results.empty()) {
+    std::printf("prefetch predictor: %.0f%% of true experts named, wrong guesses %s\n",
+                100.0 * results.front().prefetch_accuracy,
+                replay.prefetch_errors == sched::PredictionErrors::Uniform
+                    ? "uniform over unused experts"
+                    : "drawn like the layer's routing so far");
+  }
   std::printf("%-12s %12s %13s %9s %10s %13s %15s\n", "policy", "decode tok/s", "prefill tok/s",
               "hit rate", "slots", "GB copied/tok", "planner us/layer");
   for (const sched::ReplayResult& r : results) {
@@ -217,15 +238,17 @@ int cmd_sim(const Args& args) {
     if (!out) throw std::runtime_error("cannot write trace '" + a.trace_out + "'");
   }
   if (a.format == "json") {
-    nlohmann::json j = {{"hardware", hw.name},
-                        {"model", shape.name},
-                        {"type", shape.weight_type},
-                        {"expert_vram_gb", vram},
-                        {"policies", nlohmann::json::array()}};
+    nlohmann::json j = {
+        {"hardware", hw.name},
+        {"model", shape.name},
+        {"type", shape.weight_type},
+        {"expert_vram_gb", vram},
+        {"prefetch_errors", sched::prediction_errors_name(a.replay.prefetch_errors)},
+        {"policies", nlohmann::json::array()}};
     for (const auto& r : results) j["policies"].push_back(r.to_json());
     std::printf("%s\n", j.dump(2).c_str());
   } else {
-    print_table(results, shape, hw, vram);
+    print_table(results, shape, hw, a.replay);
   }
   return 0;
 }

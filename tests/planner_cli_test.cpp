@@ -101,6 +101,17 @@ TEST_F(PlannerCli, SimJsonListsEveryPolicy) {
   }
   const nlohmann::json t = nlohmann::json::parse(slurp(trace));
   EXPECT_GT(t["traceEvents"].size(), 100u);
+  EXPECT_EQ(j["prefetch_errors"], "routing");
+  const std::string small =
+      std::string("sim ") + kHw + " --shape qwen3-30b-a3b --decode-tokens 2 --prompt-tokens 16";
+  const CliResult uniform = tandem(small + " --policy tandem --prefetch-errors uniform -o json");
+  ASSERT_EQ(uniform.rc, 0) << uniform.err;
+  EXPECT_EQ(nlohmann::json::parse(uniform.out)["prefetch_errors"], "uniform");
+  const CliResult bad = tandem(small + " --prefetch-errors often");
+  EXPECT_NE(bad.rc, 0);
+  EXPECT_NE(bad.err.find("--prefetch-errors: unknown prefetch error model 'often'"),
+            std::string::npos)
+      << bad.err;
 }
 
 TEST_F(PlannerCli, SimTableAndRecordedRouting) {

@@ -111,6 +111,28 @@ TEST(Replay, NextUseCacheFollowsTemporalLocality) {
   }
 }
 
+// With a predictor that is always wrong, nothing prefetched is used. Wrong guesses drawn like
+// the routing name popular experts, which the cache mostly holds already, so far fewer of them
+// are copied than when they are uniform over the unused experts.
+TEST(Replay, WrongPredictionsFollowTheRoutingOrAreUniform) {
+  SmallCase c;
+  c.opt.prefetch_accuracy = 0.0;
+  c.opt.prefetch_errors = PredictionErrors::LikeRouting;
+  const ReplayResult routing = c.run("tandem");
+  c.opt.prefetch_errors = PredictionErrors::Uniform;
+  const ReplayResult uniform = c.run("tandem");
+  EXPECT_EQ(routing.n_prefetch_used, 0);
+  EXPECT_EQ(uniform.n_prefetch_used, 0);
+  EXPECT_GT(routing.n_prefetched, 0);
+  EXPECT_LT(routing.n_prefetched, uniform.n_prefetched * 3 / 4);
+  std::printf("always-wrong predictor: %lld prefetches (routing-like errors), %lld (uniform)\n",
+              static_cast<long long>(routing.n_prefetched),
+              static_cast<long long>(uniform.n_prefetched));
+  EXPECT_EQ(parse_prediction_errors("uniform"), PredictionErrors::Uniform);
+  EXPECT_STREQ(prediction_errors_name(parse_prediction_errors("routing")), "routing");
+  EXPECT_THROW(parse_prediction_errors("random"), std::invalid_argument);
+}
+
 TEST(Replay, ZeroBudgetAndCpuOnlyHardware) {
   const ModelShape shape = named_shape("mixtral-8x7b", "q8_0");
   HardwareSpec hw = desktop();
