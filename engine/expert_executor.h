@@ -30,6 +30,10 @@ struct ExpertRunStats {
   uint64_t prefetch_hits = 0;       // prefetched experts the layer then ran on the accelerator
   uint64_t predicted_experts = 0;   // activated experts of layers that had a prediction
   uint64_t predicted_correct = 0;   // of those, named by the prediction
+  uint64_t predicted_wrong = 0;     // predicted experts the layer did not use
+  uint64_t predicted_wrong_cached = 0;  // of those, resident in the cache anyway
+  // Expected predicted_wrong_cached had each wrong guess been a uniformly random unused expert.
+  double predicted_wrong_cached_if_uniform = 0.0;
   // The scheduler's cost model against measured times (scheduled policies): CPU experts timed
   // on the host clock, accelerator experts and copies on the device's (Accelerator::elapsed_us).
   uint64_t cost_observations = 0;  // CPU expert runs timed and fed back (online refit)

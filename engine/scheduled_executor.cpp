@@ -166,6 +166,7 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
       situation_.jobs.push_back(job);
       active_.push_back(&g);
     }
+    count_wrong_predictions(il);
     situation_.n_batch_tokens = routing.n_tokens;
     situation_.whole_layer_copy_us =
         cost_.copy_us(static_cast<double>(slots_.slot_bytes()) * s.n_expert);
@@ -294,6 +295,27 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
       ++stats_.cost_observations;
     }
     stats_.cpu_cost_error = cost_.prediction_error(sched::Device::Cpu);
+  }
+
+  // Predicted experts the layer did not use, and how many of them were cached anyway (cost no
+  // copy), beside what uniformly random wrong guesses would find cached: measures whether a
+  // real router's mistakes name popular experts (`tandem sim --prefetch-errors`).
+  void count_wrong_predictions(int32_t il) {
+    const std::vector<int32_t>& predicted = predicted_[il];
+    if (predicted.empty()) return;
+    int32_t unused = 0, unused_cached = 0;
+    for (int32_t e = 0; e < model_.spec().n_expert; ++e) {
+      if (tokens_of_[e] > 0) continue;
+      ++unused;
+      unused_cached += cache_->resident(il, e);
+    }
+    for (int32_t e : predicted) {
+      if (tokens_of_[e] > 0) continue;
+      ++stats_.predicted_wrong;
+      stats_.predicted_wrong_cached += cache_->resident(il, e);
+      stats_.predicted_wrong_cached_if_uniform +=
+          unused > 0 ? static_cast<double>(unused_cached) / unused : 0.0;
+    }
   }
 
   const Prefetch* prefetched(int32_t il, int32_t expert) const {

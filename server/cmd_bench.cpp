@@ -236,6 +236,15 @@ int cmd_bench(const Args& args) {
                     100.0 * static_cast<double>(st.predicted_correct) /
                         static_cast<double>(st.predicted_experts));
       }
+      if (st.predicted_wrong > 0) {
+        const double wrong = static_cast<double>(st.predicted_wrong);
+        std::printf(
+            "prefetch: %llu predicted experts went unused; %.1f%% of them were cached "
+            "anyway (uniformly random guesses: %.1f%%)\n",
+            static_cast<unsigned long long>(st.predicted_wrong),
+            100.0 * static_cast<double>(st.predicted_wrong_cached) / wrong,
+            100.0 * st.predicted_wrong_cached_if_uniform / wrong);
+      }
     }
   }
   o.accel.finish();

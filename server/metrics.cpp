@@ -119,6 +119,12 @@ std::string render_metrics(const BatcherMetrics& m, const HttpCounters& http, bo
          m.experts.predicted_experts > 0 ? static_cast<double>(m.experts.predicted_correct) /
                                                static_cast<double>(m.experts.predicted_experts)
                                          : 0.0);
+  metric(out, "tandem_expert_prediction_wrong_total", "counter",
+         "predicted experts that the layer did not use",
+         static_cast<double>(m.experts.predicted_wrong));
+  metric(out, "tandem_expert_prediction_wrong_cached_total", "counter",
+         "of the unused predicted experts, those already cached (their guess cost no copy)",
+         static_cast<double>(m.experts.predicted_wrong_cached));
   return out;
 }
 

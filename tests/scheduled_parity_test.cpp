@@ -100,6 +100,12 @@ TEST_P(ScheduledParity, EveryPolicyEqualsCpuOnly) {
                 st.cache_hits + st.prefetch_hits + st.copied_experts - st.prefetched_experts);
       EXPECT_LE(st.prefetch_hits, st.prefetched_experts);
       EXPECT_LE(st.predicted_correct, st.predicted_experts);
+      // Unused predictions, and those of them found in the cache.
+      EXPECT_LE(st.predicted_wrong_cached, st.predicted_wrong);
+      EXPECT_LE(st.predicted_wrong_cached_if_uniform, st.predicted_wrong + 1e-9);
+      if (pc.policy == "hybrimoe" || pc.policy == "tandem") {
+        EXPECT_GT(st.predicted_wrong, 0u) << "random-weight routers mispredict";
+      }
       // Every CPU expert of a scheduled layer is timed and fed back to the cost model, and so
       // is every accelerator expert (the sim times them all); copies once they have landed.
       EXPECT_EQ(st.cost_observations, st.cpu_experts);
