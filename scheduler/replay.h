@@ -106,6 +106,11 @@ struct ReplayResult {
   int64_t n_prefetched = 0;
   int64_t n_prefetch_used = 0;
   double prefetch_accuracy = 0.0;
+  // Decode predictions that named an unused expert, those of them already cached, and the
+  // expected count of cached ones had every wrong guess been uniform over the unused experts.
+  int64_t n_wrong_guesses = 0;
+  int64_t n_wrong_guesses_cached = 0;
+  double wrong_guesses_cached_if_uniform = 0.0;
   double planner_us_per_layer = 0.0;  // wall time of the planner per decode layer
   nlohmann::json to_json() const;
 };

@@ -128,6 +128,9 @@ nlohmann::json ReplayResult::to_json() const {
           {"prefetched", n_prefetched},
           {"prefetch_used", n_prefetch_used},
           {"prefetch_accuracy", prefetch_accuracy},
+          {"wrong_guesses", n_wrong_guesses},
+          {"wrong_guesses_cached", n_wrong_guesses_cached},
+          {"wrong_guesses_cached_if_uniform", wrong_guesses_cached_if_uniform},
           {"planner_us_per_layer", planner_us_per_layer},
           {"prefill", phase(prefill)},
           {"decode", phase(decode)}};

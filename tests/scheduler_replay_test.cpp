@@ -128,6 +128,17 @@ TEST(Replay, WrongPredictionsFollowTheRoutingOrAreUniform) {
   std::printf("always-wrong predictor: %lld prefetches (routing-like errors), %lld (uniform)\n",
               static_cast<long long>(routing.n_prefetched),
               static_cast<long long>(uniform.n_prefetched));
+  // Every decode prediction is wrong: k per layer and step. Uniform guesses find the cache as
+  // often as its share of the unused experts predicts; routing-like ones far more often.
+  const int64_t n_guesses =
+      int64_t{16} * c.shape.n_moe_layers() - 16;  // 16 steps; layer 0 is never predicted
+  EXPECT_EQ(uniform.n_wrong_guesses, n_guesses * c.shape.n_expert_used);
+  EXPECT_EQ(routing.n_wrong_guesses, uniform.n_wrong_guesses);
+  EXPECT_NEAR(static_cast<double>(uniform.n_wrong_guesses_cached),
+              uniform.wrong_guesses_cached_if_uniform,
+              0.1 * uniform.wrong_guesses_cached_if_uniform);
+  EXPECT_GT(static_cast<double>(routing.n_wrong_guesses_cached),
+            2.0 * routing.wrong_guesses_cached_if_uniform);
   EXPECT_EQ(parse_prediction_errors("uniform"), PredictionErrors::Uniform);
   EXPECT_STREQ(prediction_errors_name(parse_prediction_errors("routing")), "routing");
   EXPECT_THROW(parse_prediction_errors("random"), std::invalid_argument);
