@@ -15,10 +15,9 @@ namespace tandem::test {
 // A few-MB random-weight model: `tandem gen-model --preset tiny` into a temp dir, or the shared
 // reference model when gen-model is unavailable; "" when neither exists.
 inline std::string tiny_model_path() {
+  static const TempDir temp("tandem-srv-test-");
   static const std::string path = [] {
-    const std::string dir = std::filesystem::temp_directory_path().string() + "/tandem-srv-test-" +
-                            std::to_string(::getpid());
-    std::filesystem::create_directories(dir);
+    const std::string& dir = temp.path();
     const std::string out = dir + "/tiny-qwen3moe-q8_0.gguf";
     const std::string cmd = std::string(TANDEM_BINARY) +
                             " gen-model --preset tiny --arch qwen3moe --type q8_0 -o " + out +
@@ -61,20 +60,18 @@ inline std::string tandem_binary() {
 // its log). The destructor kills it if a test did not stop it.
 class ServeProcess {
  public:
-  ServeProcess(const std::string& config_json, const std::vector<std::string>& extra_args) {
-    static int counter = 0;
-    const std::string dir = std::filesystem::temp_directory_path().string() +
-                            "/tandem-serve-test-" + std::to_string(::getpid()) + "-" +
-                            std::to_string(counter++);
-    std::filesystem::create_directories(dir);
-    log_path_ = dir + "/serve.log";
-    const std::string config_path = dir + "/config.json";
+  ServeProcess(const std::string& config_json, const std::vector<std::string>& extra_args)
+      : dir_("tandem-serve-test-") {
+    log_path_ = dir_.path() + "/serve.log";
+    const std::string config_path = dir_.path() + "/config.json";
     std::ofstream(config_path) << config_json;
+    // The log exists and is empty before the child starts: wait_for_port reads it at once.
+    std::ofstream(log_path_).flush();
     std::vector<std::string> args = {tandem_binary(), "serve", "-c", config_path, "--port", "0"};
     args.insert(args.end(), extra_args.begin(), extra_args.end());
     pid_ = ::fork();
     if (pid_ == 0) {
-      const int fd = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      const int fd = ::open(log_path_.c_str(), O_WRONLY | O_APPEND);
       ::dup2(fd, 2);
       ::dup2(fd, 1);
       std::vector<char*> argv;
@@ -151,6 +148,7 @@ class ServeProcess {
   }
 
  private:
+  TempDir dir_;
   pid_t pid_ = -1;
   std::string log_path_;
 };

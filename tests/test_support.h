@@ -1,9 +1,14 @@
-// Where tests find the reference data (../shared): TANDEM_SHARED_DIR, else the build's default.
+// Where tests find the reference data (../shared): TANDEM_SHARED_DIR, else the build's default;
+// fresh temporary directories.
 #pragma once
+
+#include <stdlib.h>  // mkdtemp
 
 #include <cstdlib>
 #include <filesystem>
+#include <stdexcept>
 #include <string>
+#include <system_error>
 
 namespace tandem::test {
 
@@ -15,6 +20,27 @@ inline std::string shared_dir() {
 inline bool have_shared() { return std::filesystem::is_directory(shared_dir() + "/models"); }
 
 inline std::string shared_path(const std::string& relative) { return shared_dir() + "/" + relative; }
+
+// A fresh directory under the system temp dir (mkdtemp: never one an earlier process left
+// behind, which a name built from the pid can be once pids wrap), removed on destruction.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& prefix) {
+    std::string tmpl = std::filesystem::temp_directory_path().string() + "/" + prefix + "XXXXXX";
+    if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed: " + tmpl);
+    path_ = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
 
 }  // namespace tandem::test
 
