@@ -111,6 +111,9 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
     }
     prefetched_.resize(s.n_layer);
     predicted_.resize(s.n_layer);
+    predicted_tokens_.resize(s.n_layer);
+    attention_bytes_ = shape.attn_bytes;
+    attention_ops_per_token_ = shape.attn_ops_per_token();
     acc_.synchronize(Stream::Copy);
   }
 
@@ -124,6 +127,9 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
     }
     std::vector<int32_t>& p = predicted_[il];
     p.clear();
+    predicted_tokens_[il].assign(weight.size(), 0);
+    for (size_t i = 0; i < predicted.expert.size(); ++i)
+      ++predicted_tokens_[il][predicted.expert[i]];
     for (int32_t e = 0; e < static_cast<int32_t>(weight.size()); ++e) {
       if (weight[e] > 0) p.push_back(e);
     }
@@ -138,6 +144,7 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
   void run_layer(int32_t il, const Routing& routing, const std::vector<ExpertTokens>& groups,
                  const float* xn, MoeScratch& scratch, CpuArena* arena) override {
     const ModelSpec& s = model_.spec();
+    const double now = host_us();
     situation_.jobs.clear();
     active_.clear();
     gate_sum_.assign(static_cast<size_t>(s.n_expert), 0.0f);
@@ -152,9 +159,16 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
       }
       gate_sum_[g.expert] = job.gate_sum;
       tokens_of_[g.expert] = job.n_tokens;
-      job.residency = cache_->resident(il, g.expert) || prefetched(il, g.expert)
-                          ? sched::Residency::Resident
-                          : sched::Residency::Absent;
+      job.residency = sched::Residency::Absent;
+      if (cache_->resident(il, g.expert)) {
+        job.residency = sched::Residency::Resident;
+      } else if (const Prefetch* p = prefetched(il, g.expert)) {
+        // A prefetch predicted to land later is in flight: the planner waits for it or runs
+        // the expert on the CPU.
+        job.residency =
+            p->lands_at_us > now ? sched::Residency::InFlight : sched::Residency::Resident;
+        job.ready_us = std::max(0.0, p->lands_at_us - now);
+      }
       if (!predicted_[il].empty()) {
         ++stats_.predicted_experts;
         stats_.predicted_correct +=
@@ -167,6 +181,14 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
       active_.push_back(&g);
     }
     count_wrong_predictions(il);
+    situation_.pcie_free_us = std::max(0.0, pcie_free_at_us_ - now);
+    situation_.copy_penalty_us = 0.0;
+    if (policy_.price_copies && routing.n_tokens <= s.n_expert_used) {
+      // As in the replay (scheduler/replay.cpp): in decode the link's next use is a prefetch
+      // that saves about one CPU expert when the prediction is right.
+      situation_.copy_penalty_us =
+          prediction_accuracy() * cost_.expert_us(sched::Device::Cpu, expert_type_, 1);
+    }
     situation_.n_batch_tokens = routing.n_tokens;
     situation_.whole_layer_copy_us =
         cost_.copy_us(static_cast<double>(slots_.slot_bytes()) * s.n_expert);
@@ -213,7 +235,10 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
     // Prefetched experts run after the cached ones and before this layer's copies.
     gpu_.insert(gpu_.begin() + static_cast<std::ptrdiff_t>(n_cached), from_prefetch_.begin(),
                 from_prefetch_.end());
-    if (il + 1 < model_.spec().n_layer) issue_prefetches(il + 1);
+    if (!plan.copy_order.empty()) {
+      pcie_free_at_us_ = std::max(pcie_free_at_us_, now + plan.pcie_finish_us);
+    }
+    if (il + 1 < model_.spec().n_layer) issue_prefetches(il + 1, now, plan, routing.n_tokens);
     if (!gpu_.empty()) runner_.enqueue(gpu_, xn);
     if (!cpu_groups_.empty()) {
       char label[48];
@@ -251,6 +276,7 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
   struct Prefetch {
     int32_t expert;
     int32_t slot;
+    double lands_at_us;  // predicted, on the host clock (host_us)
   };
 
   // Queues the copy of (layer, expert) into `slot` between two copy-stream events, so the copy
@@ -326,21 +352,61 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
   }
 
   // Copies layer il's predicted experts that are not cached into its parity's prefetch slots,
-  // after this layer's own copies on the copy stream.
-  void issue_prefetches(int32_t il) {
+  // after this layer's own copies on the copy stream, while each is predicted to help: to land
+  // before layer il's experts start (this layer's planned makespan plus il's attention after
+  // `now`, this layer's start), or, for policies with late prefetch, before the GPU path
+  // (landing + compute) would end later than the CPU doing the remaining predicted experts.
+  // Without the limit the queue of copies grows by every layer's misses, and each layer's
+  // device work waits for copies issued long before.
+  void issue_prefetches(int32_t il, double now, const sched::LayerPlan& plan, int32_t n_tokens) {
     std::vector<int32_t>& slots = prefetch_slots_[il % 2];
     prefetched_[il].clear();
-    size_t next = 0;
+    candidates_.clear();
     for (int32_t e : predicted_[il]) {
-      if (next == slots.size()) break;
-      if (cache_->resident(il, e)) continue;
-      const int32_t slot = slots[next++];
-      timed_load(slot, il, e);
-      prefetched_[il].push_back({e, slot});
+      if (!cache_->resident(il, e)) candidates_.push_back(e);
+    }
+    if (candidates_.size() > slots.size()) candidates_.resize(slots.size());
+    const auto tokens = [&](int32_t e) { return std::max(1, predicted_tokens_[il][e]); };
+    cpu_after_.assign(candidates_.size() + 1, 0.0);
+    for (size_t i = candidates_.size(); i-- > 0;) {
+      cpu_after_[i] = cpu_after_[i + 1] +
+                      cost_.expert_us(sched::Device::Cpu, expert_type_, tokens(candidates_[i]));
+    }
+    const double deadline =
+        now + plan.makespan_us +
+        cost_.dense_us(sched::Device::Cpu, attention_bytes_, attention_ops_per_token_ * n_tokens);
+    const double copy_us = cost_.expert_copy_us();
+    double t = std::max(now, pcie_free_at_us_);
+    for (size_t i = 0; i < candidates_.size(); ++i) {
+      const int32_t e = candidates_[i];
+      const double lands = t + copy_us;
+      const double limit = policy_.late_prefetch
+                               ? deadline + cpu_after_[i + 1] -
+                                     cost_.expert_us(sched::Device::Gpu, expert_type_, tokens(e))
+                               : deadline;
+      if (lands > limit) break;
+      t = lands;
+      timed_load(slots[i], il, e);
+      prefetched_[il].push_back({e, slots[i], lands});
       ++stats_.prefetched_experts;
       ++stats_.copied_experts;
       stats_.copied_bytes += slots_.slot_bytes();
     }
+    pcie_free_at_us_ = std::max(pcie_free_at_us_, t);
+  }
+
+  // Share of activated experts the predictions named so far (0.85, the replay's default, until
+  // enough have been seen).
+  double prediction_accuracy() const {
+    if (stats_.predicted_experts < 100) return 0.85;
+    return static_cast<double>(stats_.predicted_correct) /
+           static_cast<double>(stats_.predicted_experts);
+  }
+
+  static double host_us() {
+    return std::chrono::duration<double, std::micro>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
   }
 
   // A prefetched expert the layer used may stay: when the cache admits it, its slot joins the
@@ -394,6 +460,11 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
   std::vector<int32_t> prefetch_slots_[2];         // slots for the next layer's, by layer parity
   std::vector<std::vector<Prefetch>> prefetched_;  // per layer: copies issued for it
   std::vector<std::vector<int32_t>> predicted_;    // per layer: predicted experts, best first
+  std::vector<std::vector<int32_t>> predicted_tokens_;  // per layer and expert: predicted tokens
+  std::vector<int32_t> candidates_;                     // issue_prefetches' scratch
+  std::vector<double> cpu_after_;
+  double pcie_free_at_us_ = 0.0;  // the copy stream's queued work is predicted to end then
+  double attention_bytes_ = 0.0, attention_ops_per_token_ = 0.0;  // one layer's, for deadlines
   sched::LayerSituation situation_;
   std::vector<const ExpertTokens*> active_, cpu_groups_;
   std::vector<DeviceExpertRunner::Job> gpu_, from_prefetch_;

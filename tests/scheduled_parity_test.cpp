@@ -52,6 +52,19 @@ EngineOptions sim_options(const EngineOptions& base, const HardwareProfile& prof
   return o;
 }
 
+// The default hardware profile with another PCIe link and kernel launch cost, written to a
+// file (the scheduler's cost model reads the profile by path).
+std::string profile_with_link(const test::TempDir& dir, double pcie_gbps, double overheads_us) {
+  std::ifstream in(default_hardware_profile_path());
+  nlohmann::json j = nlohmann::json::parse(in);
+  j["gpu"]["pcie_gbps"] = pcie_gbps;
+  j["gpu"]["pcie_latency_us"] = overheads_us;
+  j["gpu"]["launch_overhead_us"] = overheads_us;
+  const std::string path = dir.path() + "/profile.json";
+  std::ofstream(path) << j.dump();
+  return path;
+}
+
 class ScheduledParity : public testing::TestWithParam<PolicyCase> {};
 
 TEST_P(ScheduledParity, EveryPolicyEqualsCpuOnly) {
@@ -74,11 +87,16 @@ TEST_P(ScheduledParity, EveryPolicyEqualsCpuOnly) {
   }
   const auto n_slots = static_cast<uint64_t>(
       pc.cached_fraction * model->spec().n_layer * model->spec().n_expert + 0.5);
-  const HardwareProfile profile = load_hardware_profile(default_hardware_profile_path());
+  // A link and device so fast next to the CPU that prefetching the tiny experts pays off (on
+  // the real profiles their copies take longer than computing them), so the prefetch paths run.
+  const test::TempDir dir("tandem-sched-parity-");
+  const std::string fast = profile_with_link(dir, 1000.0, 0.0);
+  const HardwareProfile profile = load_hardware_profile(fast);
   uint64_t live_after = 1;
   {
     std::unique_ptr<Accelerator> acc;
-    const EngineOptions sim_opts = sim_options(cpu_opts, profile, n_slots * slot, pc.policy, acc);
+    EngineOptions sim_opts = sim_options(cpu_opts, profile, n_slots * slot, pc.policy, acc);
+    sim_opts.hardware_profile = fast;
     {
       Engine sim(*model, sim_opts);
       for (const nlohmann::json& gc : golden["cases"]) {
@@ -157,6 +175,42 @@ INSTANTIATE_TEST_SUITE_P(Sim, ScheduledParity,
                              ch = std::isalnum(static_cast<unsigned char>(ch)) ? ch : '_';
                            return n;
                          });
+
+// Prefetches are issued only while the cost model says they land in time to help: over a link
+// too slow for any copy to arrive within a layer, the prefetching policies still predict but
+// copy nothing ahead (without the limit every layer queued its misses behind the last layer's,
+// and each layer's device work waited for them); over a fast link they prefetch.
+TEST(ScheduledExecutor, PrefetchesOnlyWhatLandsInTime) {
+  TANDEM_REQUIRE_SHARED();
+  const auto model = Model::load(test::shared_path("models/tiny-qwen3moe-f32.gguf"));
+  const ModelSpec& spec = model->spec();
+  const LayerWeights& w = model->layers().front();
+  const uint64_t slot_bytes = (w.gate_exps.n_bytes + w.up_exps.n_bytes + w.down_exps.n_bytes) /
+                              static_cast<uint64_t>(spec.n_expert);
+  const test::TempDir dir("tandem-sched-link-");
+  EngineOptions base;
+  base.n_ctx = 64;
+  const std::vector<int32_t> prompt = {1, 17, 33, 49, 65, 81, 97, 113};
+  for (const std::string policy : {"tandem", "hybrimoe"}) {
+    for (const bool slow : {true, false}) {
+      const std::string path = profile_with_link(dir, slow ? 1e-4 : 1000.0, 0.0);
+      std::unique_ptr<Accelerator> acc;
+      EngineOptions o = sim_options(base, load_hardware_profile(path),
+                                    slot_bytes * spec.n_layer * spec.n_expert / 4, policy, acc);
+      o.hardware_profile = path;
+      Engine engine(*model, o);
+      const LogitCase c = run_logit_case(engine, 0, prompt, nullptr, 8);
+      ASSERT_EQ(c.fed.size(), 8u);
+      const ExpertRunStats& st = engine.expert_stats();
+      EXPECT_GT(st.predicted_experts, 0u) << policy;
+      if (slow) {
+        EXPECT_EQ(st.prefetched_experts, 0u) << policy << ": a copy that lands too late";
+      } else {
+        EXPECT_GT(st.prefetched_experts, 0u) << policy;
+      }
+    }
+  }
+}
 
 TEST(ScheduledExecutor, UnknownPolicyIsRefusedByName) {
   TANDEM_REQUIRE_SHARED();
