@@ -352,12 +352,12 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
   }
 
   // Copies layer il's predicted experts that are not cached into its parity's prefetch slots,
-  // after this layer's own copies on the copy stream, while each is predicted to help: to land
-  // before layer il's experts start (this layer's planned makespan plus il's attention after
-  // `now`, this layer's start), or, for policies with late prefetch, before the GPU path
-  // (landing + compute) would end later than the CPU doing the remaining predicted experts.
-  // Without the limit the queue of copies grows by every layer's misses, and each layer's
-  // device work waits for copies issued long before.
+  // after layer il - 1's own copies on the copy stream, while each is predicted to help: to land
+  // before layer il's experts start (`now`, when layer il - 1's experts started, plus their
+  // planned makespan and an estimate of il's attention), or, for policies with late prefetch,
+  // before the GPU path (landing + compute) would end later than the CPU doing the remaining
+  // predicted experts. Without the limit the queue of copies grows by every layer's misses,
+  // and each layer's device work waits for copies issued long before.
   void issue_prefetches(int32_t il, double now, const sched::LayerPlan& plan, int32_t n_tokens) {
     std::vector<int32_t>& slots = prefetch_slots_[il % 2];
     prefetched_[il].clear();
