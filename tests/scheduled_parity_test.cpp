@@ -52,6 +52,13 @@ EngineOptions sim_options(const EngineOptions& base, const HardwareProfile& prof
   return o;
 }
 
+// Bytes of one expert (gate, up and down) of layer l: what a device slot holds.
+uint64_t expert_bytes(const Model& model, size_t l = 0) {
+  const LayerWeights& w = model.layers()[l];
+  return (w.gate_exps.n_bytes + w.up_exps.n_bytes + w.down_exps.n_bytes) /
+         static_cast<uint64_t>(model.spec().n_expert);
+}
+
 // The default hardware profile with another PCIe link and kernel launch cost, written to a
 // file (the scheduler's cost model reads the profile by path).
 std::string profile_with_link(const test::TempDir& dir, double pcie_gbps, double overheads_us) {
@@ -80,11 +87,8 @@ TEST_P(ScheduledParity, EveryPolicyEqualsCpuOnly) {
   Engine cpu(*model, cpu_opts);
 
   uint64_t slot = 0;
-  for (const LayerWeights& w : model->layers()) {
-    slot =
-        std::max<uint64_t>(slot, (w.gate_exps.n_bytes + w.up_exps.n_bytes + w.down_exps.n_bytes) /
-                                     model->spec().n_expert);
-  }
+  for (size_t l = 0; l < model->layers().size(); ++l)
+    slot = std::max(slot, expert_bytes(*model, l));
   const auto n_slots = static_cast<uint64_t>(
       pc.cached_fraction * model->spec().n_layer * model->spec().n_expert + 0.5);
   // A link and device so fast next to the CPU that prefetching the tiny experts pays off (on
@@ -184,9 +188,7 @@ TEST(ScheduledExecutor, PrefetchesOnlyWhatLandsInTime) {
   TANDEM_REQUIRE_SHARED();
   const auto model = Model::load(test::shared_path("models/tiny-qwen3moe-f32.gguf"));
   const ModelSpec& spec = model->spec();
-  const LayerWeights& w = model->layers().front();
-  const uint64_t slot_bytes = (w.gate_exps.n_bytes + w.up_exps.n_bytes + w.down_exps.n_bytes) /
-                              static_cast<uint64_t>(spec.n_expert);
+  const uint64_t slot_bytes = expert_bytes(*model);
   const test::TempDir dir("tandem-sched-link-");
   EngineOptions base;
   base.n_ctx = 64;
@@ -237,9 +239,7 @@ TEST(DeviceExperts, JobWaitsForItsSlotsLatestLoad) {
   TANDEM_REQUIRE_SHARED();
   const auto model = Model::load(test::shared_path("models/tiny-qwen3moe-f32.gguf"));
   const ModelSpec& spec = model->spec();
-  const LayerWeights& w = model->layers().front();
-  const uint64_t slot_bytes = (w.gate_exps.n_bytes + w.up_exps.n_bytes + w.down_exps.n_bytes) /
-                              static_cast<uint64_t>(spec.n_expert);
+  const uint64_t slot_bytes = expert_bytes(*model);
   const std::vector<uint8_t> big(48u << 20, 1);
   auto acc = make_sim_accelerator(load_hardware_profile(default_hardware_profile_path()),
                                   2 * slot_bytes + big.size() + (uint64_t{64} << 20), nullptr);
@@ -256,7 +256,7 @@ TEST(DeviceExperts, JobWaitsForItsSlotsLatestLoad) {
   const ExpertTokens group{1, {0, 1, 2}, {0, 0, 0}};
   MoeScratch scratch;
   scratch.slot_out.assign(x.size(), 0.0f);
-  run_expert(spec, w, group, routing, x.data(), scratch, nullptr);
+  run_expert(spec, model->layers().front(), group, routing, x.data(), scratch, nullptr);
   const std::vector<float> want = scratch.slot_out;
 
   const DeviceBuffer dbig = acc->allocate(big.size());
@@ -282,9 +282,7 @@ TEST(ScheduledExecutor, PinnedLayerKeepsEveryExpertResident) {
   const auto model = Model::load(test::shared_path("models/tiny-qwen3moe-f32.gguf"));
   const ModelSpec& spec = model->spec();
   ASSERT_EQ(spec.n_layer, 3);
-  const LayerWeights& w = model->layers().front();
-  const uint64_t slot = (w.gate_exps.n_bytes + w.up_exps.n_bytes + w.down_exps.n_bytes) /
-                        static_cast<uint64_t>(spec.n_expert);
+  const uint64_t slot = expert_bytes(*model);
   const uint64_t cache = static_cast<uint64_t>(spec.n_expert + 2 * spec.n_expert_used) * slot;
   const HardwareProfile profile = load_hardware_profile(default_hardware_profile_path());
   EngineOptions cpu_opts;
@@ -335,10 +333,7 @@ TEST(ScheduledExecutor, ManyCopiesPerLayerKeepCacheAndSlotsInStep) {
   g.n_vocab = 512;
   generate_model(g);
   const auto model = Model::load(g.output_path);
-  const ModelSpec& spec = model->spec();
-  const LayerWeights& w = model->layers().front();
-  const uint64_t slot = (w.gate_exps.n_bytes + w.up_exps.n_bytes + w.down_exps.n_bytes) /
-                        static_cast<uint64_t>(spec.n_expert);
+  const uint64_t slot = expert_bytes(*model);
   const HardwareProfile profile = load_hardware_profile(default_hardware_profile_path());
   EngineOptions cpu_opts;
   cpu_opts.n_ctx = 512;
