@@ -1,6 +1,7 @@
 #include "engine/expert_executor.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <string>
 
@@ -35,7 +36,10 @@ class CpuExpertExecutor final : public ExpertExecutor {
     char label[48];
     std::snprintf(label, sizeof label, "L%d %zu experts", il, active.size());
     ScopedSpan span(trace_, label, "moe", "cpu experts");
+    const auto t0 = std::chrono::steady_clock::now();
     run_experts(model_.spec(), model_.layers()[il], active, routing, xn, scratch, arena);
+    stats_.cpu_expert_seconds +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
 
  private:
@@ -68,12 +72,15 @@ class HybridExpertExecutor final : public ExpertExecutor {
     }
     if (!gpu_.empty()) runner_.enqueue(gpu_, xn);
     const LayerWeights& w = model_.layers()[il];
+    const auto t0 = std::chrono::steady_clock::now();
     for (const ExpertTokens* g : cpu_groups_) {
       ScopedSpan span(trace_, expert_label(il, *g), "moe", "cpu experts");
       run_expert(s, w, *g, routing, xn, scratch, arena);
       ++stats_.cpu_experts;
       stats_.cpu_tokens += g->token.size();
     }
+    stats_.cpu_expert_seconds +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (gpu_.empty()) return;
     runner_.finish(gpu_, routing, scratch.slot_out.data());
     for (const DeviceExpertRunner::Job& j : gpu_) {

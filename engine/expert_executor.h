@@ -23,6 +23,9 @@ struct ExpertRunStats {
   uint64_t cpu_experts = 0, gpu_experts = 0;
   uint64_t cpu_tokens = 0, gpu_tokens = 0;
   uint64_t cache_hits = 0;      // accelerator experts that were already resident
+  // Time in expert work, by device: the CPU's on the host clock (each layer's CPU experts as a
+  // batch), the accelerator's from its own clock around each FFN (scheduled policies only).
+  double cpu_expert_seconds = 0.0, gpu_expert_seconds = 0.0;
   uint64_t copied_experts = 0;  // experts copied to the accelerator (cache admissions, staging)
   uint64_t copied_bytes = 0;
   // Prefetch of the next layer's experts (policies that prefetch, with an accelerator).

@@ -251,6 +251,7 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
         ++stats_.cpu_experts;
         stats_.cpu_tokens += g->token.size();
       }
+      stats_.cpu_expert_seconds += took.count() / 1e6;
       observe_cpu(took.count());
     }
     if (!gpu_.empty()) {
@@ -261,6 +262,7 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
         stats_.gpu_tokens += gpu_[i].group->token.size();
         const double us = runner_.ffn_us(i);
         if (us > 0) {
+          stats_.gpu_expert_seconds += us / 1e6;
           cost_.observe(sched::Device::Gpu, n_tokens, us);
           ++stats_.gpu_cost_observations;
         }

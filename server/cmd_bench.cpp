@@ -215,6 +215,10 @@ int cmd_bench(const Args& args) {
                   runs > 0 ? 100.0 * static_cast<double>(st.cache_hits) / runs : 0.0,
                   static_cast<unsigned long long>(st.copied_experts),
                   static_cast<double>(st.copied_bytes) / 1e6);
+      std::printf(
+          "expert time: %.3f s on the CPU (host clock), %.3f s on the accelerator "
+          "(device clock; timed by the scheduled policies)\n",
+          st.cpu_expert_seconds, st.gpu_expert_seconds);
       if (st.cost_observations > 0) {
         std::printf("cost model: CPU expert times predicted within %.1f%% (moving average of the "
                     "relative error; %llu runs observed, curve refit online)\n",

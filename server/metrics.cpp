@@ -80,6 +80,13 @@ std::string render_metrics(const BatcherMetrics& m, const HttpCounters& http, bo
       "tandem_expert_tokens_total{device=\"cpu\"} " + std::to_string(m.experts.cpu_tokens) + "\n";
   out +=
       "tandem_expert_tokens_total{device=\"gpu\"} " + std::to_string(m.experts.gpu_tokens) + "\n";
+  out +=
+      "# HELP tandem_expert_seconds_total time in expert work, by device (cpu: host clock; gpu: "
+      "device clock, scheduled policies)\n# TYPE tandem_expert_seconds_total counter\n";
+  out += "tandem_expert_seconds_total{device=\"cpu\"} " +
+         std::to_string(m.experts.cpu_expert_seconds) + "\n";
+  out += "tandem_expert_seconds_total{device=\"gpu\"} " +
+         std::to_string(m.experts.gpu_expert_seconds) + "\n";
   const uint64_t n_runs = m.experts.cpu_experts + m.experts.gpu_experts;
   metric(
       out, "tandem_expert_cache_hit_ratio", "gauge",

@@ -132,6 +132,8 @@ TEST_P(ScheduledParity, EveryPolicyEqualsCpuOnly) {
       // is every accelerator expert (the sim times them all); copies once they have landed.
       EXPECT_EQ(st.cost_observations, st.cpu_experts);
       EXPECT_EQ(st.gpu_cost_observations, st.gpu_experts);
+      EXPECT_EQ(st.cpu_expert_seconds > 0, st.cpu_experts > 0);
+      EXPECT_EQ(st.gpu_expert_seconds > 0, st.gpu_experts > 0);
       EXPECT_LE(st.copy_cost_observations, st.copied_experts);
       if (st.copied_experts > 0) {
         EXPECT_GT(st.copy_cost_observations, 0u);

@@ -96,6 +96,8 @@ TEST_F(ServerHttpTest, HealthModelsAndMetrics) {
   EXPECT_NE(metrics->body.find("tandem_predicted_tokens_per_second"), std::string::npos);
   EXPECT_NE(metrics->body.find("tandem_expert_prediction_accuracy"), std::string::npos);
   EXPECT_NE(metrics->body.find("tandem_cost_model_cpu_error_ratio"), std::string::npos);
+  EXPECT_NE(metrics->body.find("tandem_expert_seconds_total{device=\"cpu\"}"), std::string::npos);
+  EXPECT_NE(metrics->body.find("tandem_expert_prediction_wrong_total"), std::string::npos);
 }
 
 TEST_F(ServerHttpTest, CompletionUsageTimingsAndStreamAgree) {
