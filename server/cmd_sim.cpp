@@ -58,7 +58,7 @@ struct SimArgs {
   sched::ReplayOptions replay;
 };
 
-// Runs a named-value parser, turning its std::invalid_argument into a usage error (exit 2).
+// Runs a named-value parser; its std::invalid_argument becomes a usage error naming the option.
 template <typename Parse>
 auto named_value(const std::string& opt, const std::string& value, Parse parse) {
   try {
