@@ -331,18 +331,12 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
   void count_wrong_predictions(int32_t il) {
     const std::vector<int32_t>& predicted = predicted_[il];
     if (predicted.empty()) return;
-    int32_t unused = 0, unused_cached = 0;
-    for (int32_t e = 0; e < model_.spec().n_expert; ++e) {
-      if (tokens_of_[e] > 0) continue;
-      ++unused;
-      unused_cached += cache_->resident(il, e);
-    }
+    const double uniform_cached = cache_->resident_share_of_unused(il, tokens_of_);
     for (int32_t e : predicted) {
       if (tokens_of_[e] > 0) continue;
       ++stats_.predicted_wrong;
       stats_.predicted_wrong_cached += cache_->resident(il, e);
-      stats_.predicted_wrong_cached_if_uniform +=
-          unused > 0 ? static_cast<double>(unused_cached) / unused : 0.0;
+      stats_.predicted_wrong_cached_if_uniform += uniform_cached;
     }
   }
 

@@ -172,6 +172,17 @@ void ExpertCache::record_step(int32_t layer, const std::vector<float>& gate_sum,
   }
 }
 
+double ExpertCache::resident_share_of_unused(int32_t layer,
+                                             const std::vector<int32_t>& tokens) const {
+  int32_t unused = 0, unused_resident = 0;
+  for (int32_t e = 0; e < n_expert_; ++e) {
+    if (tokens[e] > 0) continue;
+    ++unused;
+    unused_resident += state(layer, e).resident;
+  }
+  return unused > 0 ? static_cast<double>(unused_resident) / unused : 0.0;
+}
+
 double ExpertCache::next_use_probability(int32_t layer, int32_t expert) const {
   return next_use(layer, state(layer, expert));
 }

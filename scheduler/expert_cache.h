@@ -58,6 +58,9 @@ class ExpertCache {
   double token_share(int32_t layer, int32_t expert) const { return state(layer, expert).share; }
   double locality(int32_t layer) const { return locality_[layer]; }
   double next_use_probability(int32_t layer, int32_t expert) const;
+  // Of the layer's experts a step did not use (tokens[e] == 0), the share that is resident:
+  // how often a uniformly random wrong prediction would name a cached expert. 0 if all are used.
+  double resident_share_of_unused(int32_t layer, const std::vector<int32_t>& tokens) const;
 
  private:
   struct Entry {

@@ -75,7 +75,6 @@ class Simulation {
   void prefetch(int32_t l, const RoutingStep& step, double start, double deadline, bool traced);
   void record_history(int32_t l, const LayerLoad& load, int32_t n_tokens);
   int32_t wrong_guess(int32_t l, const LayerLoad& truth);
-  void count_wrong_guess(int32_t l, int32_t guess, const LayerLoad& truth);
   void trace_plan(int32_t l, const LayerSituation& s, const LayerPlan& p, double moe_start);
 
   const ModelShape& shape_;
@@ -242,10 +241,18 @@ void Simulation::prefetch(int32_t l, const RoutingStep& step, double start, doub
   // with probability `accuracy_`, else an expert the next layer does not use.
   std::uniform_real_distribution<double> u(0.0, 1.0);
   std::vector<int32_t> predicted;
+  // Decode's wrong guesses are counted as the engine counts them (ExpertRunStats), to compare
+  // the error models with what a real router does.
+  const double uniform_cached =
+      step.phase == Phase::Decode ? cache_->resident_share_of_unused(next, load.n_tokens) : 0.0;
   for (int32_t e : truth) {
     const int32_t guess = u(rng_) < accuracy_ ? e : wrong_guess(next, load);
     if (guess < 0) continue;
-    if (guess != e && step.phase == Phase::Decode) count_wrong_guess(next, guess, load);
+    if (guess != e && step.phase == Phase::Decode) {
+      ++result_.n_wrong_guesses;
+      result_.n_wrong_guesses_cached += cache_->resident(next, guess);
+      result_.wrong_guesses_cached_if_uniform += uniform_cached;
+    }
     if (!cache_->resident(next, guess) &&
         std::find(predicted.begin(), predicted.end(), guess) == predicted.end()) {
       predicted.push_back(guess);
@@ -322,21 +329,6 @@ int32_t Simulation::wrong_guess(int32_t l, const LayerLoad& truth) {
   do e = static_cast<int32_t>(rng_() % trace_.n_expert);
   while (truth.n_tokens[e] > 0);
   return e;
-}
-
-// The engine's counters of the same name (ExpertRunStats), for comparing the error models
-// with what a real router does.
-void Simulation::count_wrong_guess(int32_t l, int32_t guess, const LayerLoad& truth) {
-  int32_t unused = 0, unused_cached = 0;
-  for (int32_t e = 0; e < trace_.n_expert; ++e) {
-    if (truth.n_tokens[e] > 0) continue;
-    ++unused;
-    unused_cached += cache_->resident(l, e);
-  }
-  ++result_.n_wrong_guesses;
-  result_.n_wrong_guesses_cached += cache_->resident(l, guess);
-  result_.wrong_guesses_cached_if_uniform +=
-      unused > 0 ? static_cast<double>(unused_cached) / unused : 0.0;
 }
 
 void Simulation::trace_plan(int32_t l, const LayerSituation& s, const LayerPlan& p,
