@@ -12,6 +12,16 @@ void metric(std::string& out, const char* name, const char* type, const char* he
   out += line;
 }
 
+// A counter with one sample per device ({device="cpu"} and {device="gpu"}).
+void device_counter(std::string& out, const char* name, const char* help, double cpu, double gpu) {
+  char lines[768];
+  std::snprintf(lines, sizeof lines,
+                "# HELP %s %s\n# TYPE %s counter\n%s{device=\"cpu\"} %.17g\n%s{device=\"gpu\"} "
+                "%.17g\n",
+                name, help, name, name, cpu, name, gpu);
+  out += lines;
+}
+
 }  // namespace
 
 void HttpCounters::count(const std::string& route, int status) {
@@ -68,25 +78,16 @@ std::string render_metrics(const BatcherMetrics& m, const HttpCounters& http, bo
   metric(out, "tandem_kv_cache_usage_ratio", "gauge", "kv used / capacity",
          m.kv_capacity > 0 ? static_cast<double>(m.kv_used) / static_cast<double>(m.kv_capacity)
                            : 0.0);
-  out +=
-      "# HELP tandem_expert_runs_total expert matmuls run, by device\n# TYPE "
-      "tandem_expert_runs_total counter\n";
-  out += "tandem_expert_runs_total{device=\"cpu\"} " + std::to_string(m.experts.cpu_experts) + "\n";
-  out += "tandem_expert_runs_total{device=\"gpu\"} " + std::to_string(m.experts.gpu_experts) + "\n";
-  out +=
-      "# HELP tandem_expert_tokens_total expert token rows computed, by device\n"
-      "# TYPE tandem_expert_tokens_total counter\n";
-  out +=
-      "tandem_expert_tokens_total{device=\"cpu\"} " + std::to_string(m.experts.cpu_tokens) + "\n";
-  out +=
-      "tandem_expert_tokens_total{device=\"gpu\"} " + std::to_string(m.experts.gpu_tokens) + "\n";
-  out +=
-      "# HELP tandem_expert_seconds_total time in expert work, by device (cpu: host clock; gpu: "
-      "device clock, scheduled policies)\n# TYPE tandem_expert_seconds_total counter\n";
-  out += "tandem_expert_seconds_total{device=\"cpu\"} " +
-         std::to_string(m.experts.cpu_expert_seconds) + "\n";
-  out += "tandem_expert_seconds_total{device=\"gpu\"} " +
-         std::to_string(m.experts.gpu_expert_seconds) + "\n";
+  device_counter(out, "tandem_expert_runs_total", "expert matmuls run, by device",
+                 static_cast<double>(m.experts.cpu_experts),
+                 static_cast<double>(m.experts.gpu_experts));
+  device_counter(out, "tandem_expert_tokens_total", "expert token rows computed, by device",
+                 static_cast<double>(m.experts.cpu_tokens),
+                 static_cast<double>(m.experts.gpu_tokens));
+  device_counter(out, "tandem_expert_seconds_total",
+                 "time in expert work, by device (cpu: host clock; gpu: device clock, scheduled "
+                 "policies)",
+                 m.experts.cpu_expert_seconds, m.experts.gpu_expert_seconds);
   const uint64_t n_runs = m.experts.cpu_experts + m.experts.gpu_experts;
   metric(
       out, "tandem_expert_cache_hit_ratio", "gauge",
