@@ -1,7 +1,8 @@
 // The hybrid pipeline on the sim accelerator must give the CPU-only results: with 0%, 25% and
 // 100% of the experts cached in "device" memory, logits match and greedy tokens are equal, with
 // weights in the file layout and with Q4_K/Q8_0 rows interleaved for the CPU (uploads then
-// rebuild the file's rows for the device).
+// rebuild the file's rows for the device). With TANDEM_TEST_CUDA_DEVICE=N the same cases run on
+// that CUDA device (tests/parity_accelerator.h).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -15,8 +16,7 @@
 #include "engine/model.h"
 #include "engine/trace.h"
 #include "gpu/hardware_profile.h"
-#include "gpu/sim_accelerator.h"
-#include "tests/logit_case_compare.h"
+#include "tests/parity_accelerator.h"
 #include "tests/test_support.h"
 
 namespace tandem {
@@ -63,7 +63,7 @@ void PrintTo(const HybridCase& c, std::ostream* os) {
 
 class HybridParity : public testing::TestWithParam<HybridCase> {};
 
-TEST_P(HybridParity, SimEqualsCpuOnly) {
+TEST_P(HybridParity, AcceleratedEqualsCpuOnly) {
   TANDEM_REQUIRE_SHARED();
   const HybridCase& hc = GetParam();
   const auto model =
@@ -84,7 +84,7 @@ TEST_P(HybridParity, SimEqualsCpuOnly) {
   TraceRecorder trace;
   uint64_t live_after = 1;
   {
-    auto acc = make_sim_accelerator(profile, cache + (uint64_t{64} << 20), &trace);
+    auto acc = test::make_parity_accelerator(profile, cache + (uint64_t{64} << 20), &trace);
     EngineOptions sim_opts = cpu_opts;
     sim_opts.accelerator = acc.get();
     sim_opts.expert_cache_bytes = cache;
@@ -92,15 +92,14 @@ TEST_P(HybridParity, SimEqualsCpuOnly) {
       Engine sim(*model, sim_opts);
       for (const nlohmann::json& gc : golden["cases"]) {
         const auto prompt = gc["prompt"].get<std::vector<int32_t>>();
-        const LogitCase a = run_logit_case(cpu, 0, prompt, nullptr, 8);
-        const LogitCase b = run_logit_case(sim, 0, prompt, nullptr, 8);
-        test::expect_same_logit_case(a, b, 1e-4f);
+        test::expect_accelerated_parity(cpu, sim, prompt, 8);
       }
       const ExpertRunStats& st = sim.expert_stats();
-      std::printf("[ hybrid ] %s cached %.0f%%: %llu experts on the accelerator, %llu on the CPU\n",
-                  hc.model.c_str(), 100 * hc.cached_fraction,
-                  static_cast<unsigned long long>(st.gpu_experts),
-                  static_cast<unsigned long long>(st.cpu_experts));
+      std::printf(
+          "[ hybrid ] %s %s cached %.0f%%: %llu experts on the accelerator, %llu on the CPU\n",
+          test::parity_accelerator_name(), hc.model.c_str(), 100 * hc.cached_fraction,
+          static_cast<unsigned long long>(st.gpu_experts),
+          static_cast<unsigned long long>(st.cpu_experts));
       if (hc.cached_fraction == 0.0) {
         EXPECT_EQ(st.gpu_experts, 0u);
       }

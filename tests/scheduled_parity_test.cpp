@@ -1,14 +1,12 @@
 // The scheduler-driven hybrid executor on the sim accelerator must give the CPU-only results
 // under every placement policy: the same greedy tokens, logits within 1e-4 (f32 model), and no
 // device memory left behind, while experts really move (copies, evictions) when the cache is
-// smaller than what the prompts touch.
+// smaller than what the prompts touch. With TANDEM_TEST_CUDA_DEVICE=N the parity cases run on
+// that CUDA device (tests/parity_accelerator.h); tests of the sim's modelled link stay on it.
 #include <gtest/gtest.h>
-
-#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
-#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -23,7 +21,7 @@
 #include "gpu/accelerator_factory.h"
 #include "gpu/hardware_profile.h"
 #include "gpu/sim_accelerator.h"
-#include "tests/logit_case_compare.h"
+#include "tests/parity_accelerator.h"
 #include "tests/test_support.h"
 #include "tools/gen_model.h"
 
@@ -40,11 +38,18 @@ void PrintTo(const PolicyCase& c, std::ostream* os) {
   *os << c.model << " " << c.policy << " cached " << c.cached_fraction;
 }
 
-// Engine options on a sim accelerator with `cache` bytes for experts (and 64 MiB of working
-// memory) under `policy`; `acc` receives the accelerator, which must outlive the engine.
-EngineOptions sim_options(const EngineOptions& base, const HardwareProfile& profile, uint64_t cache,
-                          const std::string& policy, std::unique_ptr<Accelerator>& acc) {
-  acc = make_sim_accelerator(profile, cache + (uint64_t{64} << 20), nullptr);
+enum class Device { Parity, SimOnly };
+
+// Engine options on an accelerator with `cache` bytes for experts (and 64 MiB of working
+// memory) under `policy`; `acc` receives the accelerator, which must outlive the engine. Parity:
+// the sim or the CUDA device the environment names; SimOnly where a test needs the sim's
+// modelled link.
+EngineOptions hybrid_options(const EngineOptions& base, const HardwareProfile& profile,
+                             uint64_t cache, const std::string& policy,
+                             std::unique_ptr<Accelerator>& acc, Device device = Device::Parity) {
+  const uint64_t bytes = cache + (uint64_t{64} << 20);
+  acc = device == Device::SimOnly ? make_sim_accelerator(profile, bytes, nullptr)
+                                  : test::make_parity_accelerator(profile, bytes, nullptr);
   EngineOptions o = base;
   o.accelerator = acc.get();
   o.expert_cache_bytes = cache;
@@ -99,24 +104,23 @@ TEST_P(ScheduledParity, EveryPolicyEqualsCpuOnly) {
   uint64_t live_after = 1;
   {
     std::unique_ptr<Accelerator> acc;
-    EngineOptions sim_opts = sim_options(cpu_opts, profile, n_slots * slot, pc.policy, acc);
+    EngineOptions sim_opts = hybrid_options(cpu_opts, profile, n_slots * slot, pc.policy, acc);
     sim_opts.hardware_profile = fast;
     {
       Engine sim(*model, sim_opts);
       for (const nlohmann::json& gc : golden["cases"]) {
         const auto prompt = gc["prompt"].get<std::vector<int32_t>>();
-        const LogitCase a = run_logit_case(cpu, 0, prompt, nullptr, 8);
-        const LogitCase b = run_logit_case(sim, 0, prompt, nullptr, 8);
-        test::expect_same_logit_case(a, b, 1e-4f);
+        test::expect_accelerated_parity(cpu, sim, prompt, 8);
       }
       const ExpertRunStats& st = sim.expert_stats();
       const auto u = [](uint64_t v) { return static_cast<unsigned long long>(v); };
       std::printf(
-          "[ scheduled ] %s %s cached %.0f%%: gpu %llu (hits %llu, copied %llu, prefetched "
+          "[ scheduled ] %s %s %s cached %.0f%%: gpu %llu (hits %llu, copied %llu, prefetched "
           "%llu of which used %llu), cpu %llu; prediction named %llu of %llu experts\n",
-          pc.model.c_str(), pc.policy.c_str(), 100 * pc.cached_fraction, u(st.gpu_experts),
-          u(st.cache_hits), u(st.copied_experts), u(st.prefetched_experts), u(st.prefetch_hits),
-          u(st.cpu_experts), u(st.predicted_correct), u(st.predicted_experts));
+          test::parity_accelerator_name(), pc.model.c_str(), pc.policy.c_str(),
+          100 * pc.cached_fraction, u(st.gpu_experts), u(st.cache_hits), u(st.copied_experts),
+          u(st.prefetched_experts), u(st.prefetch_hits), u(st.cpu_experts), u(st.predicted_correct),
+          u(st.predicted_experts));
       // Every accelerator run is a cache hit, a used prefetch or an on-demand copy.
       EXPECT_EQ(st.gpu_experts,
                 st.cache_hits + st.prefetch_hits + st.copied_experts - st.prefetched_experts);
@@ -199,8 +203,9 @@ TEST(ScheduledExecutor, PrefetchesOnlyWhatLandsInTime) {
     for (const bool slow : {true, false}) {
       const std::string path = profile_with_link(dir, slow ? 1e-4 : 1000.0, 0.0);
       std::unique_ptr<Accelerator> acc;
-      EngineOptions o = sim_options(base, load_hardware_profile(path),
-                                    slot_bytes * spec.n_layer * spec.n_expert / 4, policy, acc);
+      EngineOptions o = hybrid_options(base, load_hardware_profile(path),
+                                       slot_bytes * spec.n_layer * spec.n_expert / 4, policy, acc,
+                                       Device::SimOnly);
       o.hardware_profile = path;
       Engine engine(*model, o);
       const LogitCase c = run_logit_case(engine, 0, prompt, nullptr, 8);
@@ -292,21 +297,19 @@ TEST(ScheduledExecutor, PinnedLayerKeepsEveryExpertResident) {
   Engine cpu(*model, cpu_opts);
   for (const char* eviction : {"next-use", "score", "lru", "lfu"}) {
     std::unique_ptr<Accelerator> acc;
-    EngineOptions sim_opts = sim_options(cpu_opts, profile, cache, "tandem", acc);
+    EngineOptions sim_opts = hybrid_options(cpu_opts, profile, cache, "tandem", acc);
     sim_opts.pin_layers = {2};
     sim_opts.expert_eviction = eviction;
     Engine sim(*model, sim_opts);
     const std::vector<int32_t> prompt = {1, 17, 230, 5, 99, 301, 42, 7};
-    const LogitCase a = run_logit_case(cpu, 0, prompt, nullptr, 24);
-    const LogitCase b = run_logit_case(sim, 0, prompt, nullptr, 24);
-    test::expect_same_logit_case(a, b, 1e-4f);
+    test::expect_accelerated_parity(cpu, sim, prompt, 24);
     EXPECT_EQ(sim.cached_experts(2), spec.n_expert) << eviction;
     EXPECT_EQ(sim.cached_experts(0), 0) << eviction;
     EXPECT_EQ(sim.cached_experts(1), 0) << eviction;
     EXPECT_GT(sim.expert_stats().cache_hits, 0u) << eviction;
   }
   std::unique_ptr<Accelerator> acc;
-  EngineOptions bad = sim_options(cpu_opts, profile, cache, "tandem", acc);
+  EngineOptions bad = hybrid_options(cpu_opts, profile, cache, "tandem", acc);
   bad.expert_eviction = "mru";
   EXPECT_THROW(Engine(*model, bad), std::invalid_argument);
   bad.expert_eviction = "next-use";
@@ -318,11 +321,9 @@ TEST(ScheduledExecutor, PinnedLayerKeepsEveryExpertResident) {
 // on-demand copies, and an expert admitted a moment ago may be the next admission's victim.
 // Every copy must have a slot and every cached expert its weights, for hundreds of steps.
 TEST(ScheduledExecutor, ManyCopiesPerLayerKeepCacheAndSlotsInStep) {
-  namespace fs = std::filesystem;
-  const fs::path dir = fs::temp_directory_path() / ("tandem-sched-" + std::to_string(::getpid()));
-  fs::create_directories(dir);
+  const test::TempDir dir("tandem-sched-many-");
   GenModelOptions g;
-  g.output_path = (dir / "many-experts.gguf").string();
+  g.output_path = dir.path() + "/many-experts.gguf";
   g.type = GgmlType::F32;
   g.n_layer = 3;
   g.n_embd = 128;
@@ -343,17 +344,14 @@ TEST(ScheduledExecutor, ManyCopiesPerLayerKeepCacheAndSlotsInStep) {
   for (const char* policy : {"tandem", "hybrimoe"}) {
     const uint64_t cache = 40 * slot;  // staging and prefetch slots, then ~5 cached per layer
     std::unique_ptr<Accelerator> acc;
-    const EngineOptions sim_opts = sim_options(cpu_opts, profile, cache, policy, acc);
+    const EngineOptions sim_opts = hybrid_options(cpu_opts, profile, cache, policy, acc);
     Engine sim(*model, sim_opts);
     const std::vector<int32_t> prompt = {1, 17, 230, 5, 99, 301, 42, 7};
-    const LogitCase a = run_logit_case(cpu, 0, prompt, nullptr, 300);
-    const LogitCase b = run_logit_case(sim, 0, prompt, nullptr, 300);
-    test::expect_same_logit_case(a, b, 1e-4f);
+    test::expect_accelerated_parity(cpu, sim, prompt, 300);
     const ExpertRunStats& st = sim.expert_stats();
     EXPECT_GT(st.copied_experts, st.prefetched_experts) << policy << ": copies on demand";
     EXPECT_GT(st.cpu_experts, 0u) << policy;
   }
-  fs::remove_all(dir);
 }
 
 }  // namespace

@@ -16,8 +16,11 @@ namespace {
 
 constexpr size_t kRingSlots = 4;
 constexpr uint64_t kRingSlotBytes = uint64_t{4} << 20;
-// Events outstanding before completed ones are recycled.
-constexpr size_t kEventsBeforeRetire = 256;
+// Events outstanding before completed ones are recycled, and the most recent events, which
+// are never recycled: callers read the time between two events (elapsed_us) a few layers
+// after recording them, and a recycled event has no time to give.
+constexpr size_t kEventsBeforeRetire = 4096;
+constexpr uint64_t kRecentEventsKept = 1024;
 // Workspace grows in steps of this size to avoid a reallocation per shape.
 constexpr uint64_t kWorkspaceGranule = uint64_t{1} << 20;
 
@@ -313,7 +316,7 @@ void CudaAcceleratorImpl::unregister_host(const void* ptr) {
 
 void CudaAcceleratorImpl::retire_completed_events() {
   for (auto it = events_.begin(); it != events_.end();) {
-    if (cudaEventQuery(it->second) == cudaSuccess) {
+    if (it->first + kRecentEventsKept < next_event_ && cudaEventQuery(it->second) == cudaSuccess) {
       event_pool_.push_back(it->second);
       it = events_.erase(it);
     } else {

@@ -80,7 +80,9 @@ RowSource CudaAcceleratorImpl::matrix(const DeviceMatrix& m, const char* op,
 void CudaAcceleratorImpl::matmul_locked(const RowSource& w, const float* x, int64_t n_tokens,
                                         float* y) {
   const GgmlType act = vec_dot_type(w.type);
-  const bool quantized = act != w.type;
+  // Integer activations for every quantized weight type; Q8_0 weights take Q8_0 activations,
+  // so comparing the two types would leave them as floats.
+  const bool quantized = act == GgmlType::Q8_0 || act == GgmlType::Q8_1 || act == GgmlType::Q8_K;
   if (n_tokens <= kMaxGemvTokens) {
     const void* a = x;
     if (quantized) {
