@@ -1,6 +1,8 @@
 #include "engine/device_experts.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <new>
 
 #include "cpu/interleave.h"
 
@@ -99,9 +101,41 @@ void DeviceExpertSlots::fill_in_expert_order() {
   accelerator_.synchronize(Stream::Copy);
 }
 
+HostStaging::~HostStaging() {
+  free_buffer();
+}
+
+void HostStaging::free_buffer() {
+  if (!data_) return;
+  accelerator_.synchronize(Stream::Compute);  // queued copies may still use the old buffer
+  if (registered_) accelerator_.unregister_host(data_);
+  std::free(data_);
+  data_ = nullptr;
+  capacity_ = 0;
+  registered_ = false;
+}
+
+float* HostStaging::reserve(size_t n) {
+  if (n <= capacity_) return data_;
+  free_buffer();
+  // Whole pages, so page-locking pins no neighbour's memory; doubling keeps regrowth rare.
+  constexpr size_t kPage = 4096;
+  const size_t bytes = (std::max(n, 2 * capacity_) * sizeof(float) + kPage - 1) / kPage * kPage;
+  data_ = static_cast<float*>(std::aligned_alloc(kPage, bytes));
+  if (!data_) throw std::bad_alloc();
+  capacity_ = bytes / sizeof(float);
+  registered_ = accelerator_.register_host(data_, bytes);
+  return data_;
+}
+
 DeviceExpertRunner::DeviceExpertRunner(const Model& model, Accelerator& accelerator,
                                        const DeviceExpertSlots& slots, bool time_ffn)
-    : model_(model), accelerator_(accelerator), slots_(slots), time_ffn_(time_ffn) {}
+    : model_(model),
+      accelerator_(accelerator),
+      slots_(slots),
+      staging_in_(accelerator),
+      staging_out_(accelerator),
+      time_ffn_(time_ffn) {}
 
 DeviceExpertRunner::~DeviceExpertRunner() {
   accelerator_.synchronize(Stream::Compute);
@@ -118,11 +152,11 @@ void DeviceExpertRunner::enqueue(const std::vector<Job>& jobs, const float* xn) 
     max_rows = std::max<int64_t>(max_rows, static_cast<int64_t>(j.group->token.size()));
   }
   ensure_capacity(max_rows);
-  staging_in_.resize(static_cast<size_t>(total * n_embd));
-  staging_out_.resize(static_cast<size_t>(total * n_embd));
+  float* in = staging_in_.reserve(static_cast<size_t>(total * n_embd));
+  float* out = staging_out_.reserve(static_cast<size_t>(total * n_embd));
   int64_t offset = 0;
   for (const Job& j : jobs) {
-    gather_rows(*j.group, xn, n_embd, staging_in_.data() + offset * n_embd);
+    gather_rows(*j.group, xn, n_embd, in + offset * n_embd);
     offset += static_cast<int64_t>(j.group->token.size());
   }
   offset = 0;
@@ -131,13 +165,11 @@ void DeviceExpertRunner::enqueue(const std::vector<Job>& jobs, const float* xn) 
     const auto m = static_cast<int64_t>(j.group->token.size());
     const uint64_t bytes = static_cast<uint64_t>(m * n_embd) * sizeof(float);
     accelerator_.wait(Stream::Compute, slots_.ready(j.slot));
-    accelerator_.copy_to_device(Stream::Compute, x_, 0, staging_in_.data() + offset * n_embd,
-                                bytes);
+    accelerator_.copy_to_device(Stream::Compute, x_, 0, in + offset * n_embd, bytes);
     const Event ffn_start = time_ffn_ ? accelerator_.record(Stream::Compute) : Event{};
     accelerator_.expert_ffn(slots_.device_expert(j.slot), x_, m, scratch_, out_);
     if (time_ffn_) ffn_events_.emplace_back(ffn_start, accelerator_.record(Stream::Compute));
-    accelerator_.copy_to_host(Stream::Compute, staging_out_.data() + offset * n_embd, out_, 0,
-                              bytes);
+    accelerator_.copy_to_host(Stream::Compute, out + offset * n_embd, out_, 0, bytes);
     offset += m;
   }
 }

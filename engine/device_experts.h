@@ -54,6 +54,32 @@ class DeviceExpertSlots {
   std::vector<int32_t> slot_index_;  // [layer * n_expert + expert] -> slot or -1
 };
 
+// Host floats that copies to and from the accelerator read and write, page-locked with it where
+// it allows (Accelerator::register_host): such copies return at once, so the host can go on
+// (run the CPU's experts) while the device works. Pageable memory would make a copy to the host
+// wait for all the work queued before it. Grows, never shrinks; growing waits for the compute
+// stream, which may still read or write the old buffer.
+class HostStaging {
+ public:
+  explicit HostStaging(Accelerator& accelerator) : accelerator_(accelerator) {}
+  ~HostStaging();
+  HostStaging(const HostStaging&) = delete;
+  HostStaging& operator=(const HostStaging&) = delete;
+
+  // At least n floats (contents not kept when it grows).
+  float* reserve(size_t n);
+  float* data() { return data_; }
+  bool page_locked() const { return registered_; }
+
+ private:
+  void free_buffer();
+
+  Accelerator& accelerator_;
+  float* data_ = nullptr;
+  size_t capacity_ = 0;
+  bool registered_ = false;
+};
+
 // Runs experts from their slots on the accelerator's compute stream, in order: each expert's
 // token rows in, the FFN, its rows out; one set of device buffers, grown to the largest expert.
 class DeviceExpertRunner {
@@ -88,7 +114,7 @@ class DeviceExpertRunner {
   const DeviceExpertSlots& slots_;
   DeviceBuffer x_, scratch_, out_;
   int64_t capacity_rows_ = 0;
-  std::vector<float> staging_in_, staging_out_;
+  HostStaging staging_in_, staging_out_;
   bool time_ffn_;
   std::vector<std::pair<Event, Event>> ffn_events_;  // per job of the last enqueue (time_ffn)
 };

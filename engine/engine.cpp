@@ -1,6 +1,7 @@
 #include "engine/engine.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -14,6 +15,7 @@
 #include "engine/expert_executor.h"
 #include "engine/model.h"
 #include "engine/moe.h"
+#include "gpu/accelerator.h"
 #include "scheduler/deferral.h"
 
 namespace tandem {
@@ -41,6 +43,8 @@ void add_bias(float* rows, const TensorView& bias, int64_t n_tokens, int64_t n) 
 }  // namespace
 
 struct Engine::State {
+  bool weights_page_locked = false;
+  double page_lock_seconds = 0;
   CpuArena arena;
   KvCache kv;
   std::vector<int32_t> seq_len;  // cached positions per sequence
@@ -82,16 +86,28 @@ Engine::Engine(const Model& model, const EngineOptions& options)
   sched::check_defer_experts(options.defer_experts, model.spec().n_expert_used,
                              "engine: defer_experts");
   state_ = std::make_unique<State>(model.spec(), options);
-  if (!options.accelerator) {
-    state_->experts = make_cpu_expert_executor(model, options.trace);
-  } else if (options.expert_policy.empty()) {
-    state_->experts = make_hybrid_expert_executor(model, *options.accelerator,
-                                                  options.expert_cache_bytes, options.trace);
-  } else {
-    state_->experts = make_scheduled_expert_executor(
-        model, *options.accelerator, options.expert_cache_bytes, options.trace,
-        SchedulerSettings{options.expert_policy, options.hardware_profile, options.pin_layers,
-                          options.expert_eviction});
+  if (options.accelerator) {
+    const auto t0 = std::chrono::steady_clock::now();
+    state_->weights_page_locked =
+        options.accelerator->register_host(model.file().mapping(), model.file().file_size());
+    state_->page_lock_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  try {
+    if (!options.accelerator) {
+      state_->experts = make_cpu_expert_executor(model, options.trace);
+    } else if (options.expert_policy.empty()) {
+      state_->experts = make_hybrid_expert_executor(model, *options.accelerator,
+                                                    options.expert_cache_bytes, options.trace);
+    } else {
+      state_->experts = make_scheduled_expert_executor(
+          model, *options.accelerator, options.expert_cache_bytes, options.trace,
+          SchedulerSettings{options.expert_policy, options.hardware_profile, options.pin_layers,
+                            options.expert_eviction});
+    }
+  } catch (...) {
+    if (state_->weights_page_locked) options.accelerator->unregister_host(model.file().mapping());
+    throw;
   }
 }
 
@@ -103,7 +119,18 @@ int32_t Engine::cached_experts(int32_t layer) const {
   return state_->experts->cached_experts(layer);
 }
 
-Engine::~Engine() = default;
+Engine::~Engine() {
+  // The executor's copies may still read the weights: unregister_host waits for them.
+  if (state_->weights_page_locked) options_.accelerator->unregister_host(model_.file().mapping());
+}
+
+bool Engine::weights_page_locked() const {
+  return state_->weights_page_locked;
+}
+
+double Engine::page_lock_seconds() const {
+  return state_->page_lock_seconds;
+}
 
 int32_t Engine::n_vocab() const {
   return model_.spec().n_vocab;

@@ -75,6 +75,10 @@ class Engine {
   const ExpertRunStats& expert_stats() const;
   // Experts of `layer` held in the accelerator's expert cache now (0 without one).
   int32_t cached_experts(int32_t layer) const;
+  // Whether the model's weights are page-locked with the accelerator (Accelerator::register_host:
+  // expert copies then go straight over DMA), and the seconds that took at construction.
+  bool weights_page_locked() const;
+  double page_lock_seconds() const;
   const EngineOptions& options() const { return options_; }
   const Model& model() const { return model_; }
 

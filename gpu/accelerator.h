@@ -71,6 +71,17 @@ class Accelerator {
   // upload_interleaved; any other is a plain copy_to_device. host.data is read when the copy
   // runs, as with copy_to_device.
   void upload_matrix(Stream stream, DeviceBuffer dst, uint64_t dst_offset, const MatrixRef& host);
+  // Page-locks [ptr, ptr + bytes) of host memory that copies read or write (the model's weights,
+  // staging buffers), so copies go straight over DMA and return at once instead of passing
+  // through a pinned staging buffer that the host fills (and waits for). Returns false where
+  // the accelerator has no such notion (the sim) or the driver refuses; copies then still work.
+  virtual bool register_host(const void* ptr, uint64_t bytes) {
+    (void)ptr;
+    (void)bytes;
+    return false;
+  }
+  // Undoes register_host (no-op for a pointer that was not registered).
+  virtual void unregister_host(const void* ptr) { (void)ptr; }
   virtual Event record(Stream stream) = 0;
   // Work queued on `stream` after this call starts only once `event` has completed.
   virtual void wait(Stream stream, Event event) = 0;

@@ -13,13 +13,6 @@ namespace tandem {
 // Accelerator; dynamic_cast to this to reach these.
 class CudaAccelerator : public Accelerator {
  public:
-  // Page-locks [ptr, ptr + bytes) (e.g. the mmapped expert region) with cudaHostRegister, read
-  // only where the driver allows it, so copies from it go straight over DMA. Returns false when
-  // the driver refuses (e.g. no permission, unsupported mapping): copies from that memory then
-  // go through the accelerator's pinned staging ring instead, which is slower but correct.
-  virtual bool register_host(const void* ptr, uint64_t bytes) = 0;
-  // Undoes register_host (no-op for a pointer that was not registered).
-  virtual void unregister_host(const void* ptr) = 0;
   // Bytes of the accelerator's own scratch (activation quantization, GEMM dequantization),
   // counted against the budget next to live_bytes().
   virtual uint64_t workspace_bytes() const = 0;

@@ -215,6 +215,10 @@ int cmd_bench(const Args& args) {
                   runs > 0 ? 100.0 * static_cast<double>(st.cache_hits) / runs : 0.0,
                   static_cast<unsigned long long>(st.copied_experts),
                   static_cast<double>(st.copied_bytes) / 1e6);
+      if (engine.weights_page_locked()) {
+        std::printf("weights page-locked for DMA in %.2f s (expert copies need no host staging)\n",
+                    engine.page_lock_seconds());
+      }
       std::printf(
           "expert time: %.3f s on the CPU (host clock), %.3f s on the accelerator "
           "(device clock; timed by the scheduled policies)\n",
