@@ -124,17 +124,17 @@ float* HostStaging::reserve(size_t n) {
   data_ = static_cast<float*>(std::aligned_alloc(kPage, bytes));
   if (!data_) throw std::bad_alloc();
   capacity_ = bytes / sizeof(float);
-  registered_ = accelerator_.register_host(data_, bytes);
+  registered_ = accelerator_.register_host(data_, bytes, device_writes_);
   return data_;
 }
 
 DeviceExpertRunner::DeviceExpertRunner(const Model& model, Accelerator& accelerator,
-                                       const DeviceExpertSlots& slots, bool time_ffn)
+                                       DeviceExpertSlots& slots, bool time_ffn)
     : model_(model),
       accelerator_(accelerator),
       slots_(slots),
-      staging_in_(accelerator),
-      staging_out_(accelerator),
+      staging_in_(accelerator, false),
+      staging_out_(accelerator, true),
       time_ffn_(time_ffn) {}
 
 DeviceExpertRunner::~DeviceExpertRunner() {
@@ -145,13 +145,10 @@ DeviceExpertRunner::~DeviceExpertRunner() {
 }
 
 void DeviceExpertRunner::enqueue(const std::vector<Job>& jobs, const float* xn) {
-  const int64_t n_embd = model_.spec().n_embd;
-  int64_t total = 0, max_rows = 0;
-  for (const Job& j : jobs) {
-    total += static_cast<int64_t>(j.group->token.size());
-    max_rows = std::max<int64_t>(max_rows, static_cast<int64_t>(j.group->token.size()));
-  }
-  ensure_capacity(max_rows);
+  const ModelSpec& spec = model_.spec();
+  const int64_t n_embd = spec.n_embd;
+  int64_t total = 0;
+  for (const Job& j : jobs) total += static_cast<int64_t>(j.group->token.size());
   float* in = staging_in_.reserve(static_cast<size_t>(total * n_embd));
   float* out = staging_out_.reserve(static_cast<size_t>(total * n_embd));
   int64_t offset = 0;
@@ -159,24 +156,49 @@ void DeviceExpertRunner::enqueue(const std::vector<Job>& jobs, const float* xn) 
     gather_rows(*j.group, xn, n_embd, in + offset * n_embd);
     offset += static_cast<int64_t>(j.group->token.size());
   }
+  // Batches of whole jobs up to a row limit, so the device buffers stay small next to the
+  // expert cache (a job above the limit goes alone): one copy in, one expert_ffn_batch and one
+  // copy out per batch, all queued at once.
+  const int64_t row_bytes = static_cast<int64_t>(sizeof(float)) * 2 * (n_embd + spec.n_ff_expert);
+  const int64_t max_rows = std::max<int64_t>(kBatchBytes / row_bytes, 1);
+  batch_events_.clear();
+  waited_.clear();
+  size_t first = 0;
   offset = 0;
-  ffn_events_.clear();
-  for (const Job& j : jobs) {
-    const auto m = static_cast<int64_t>(j.group->token.size());
-    const uint64_t bytes = static_cast<uint64_t>(m * n_embd) * sizeof(float);
-    accelerator_.wait(Stream::Compute, slots_.ready(j.slot));
+  while (first < jobs.size()) {
+    size_t end = first;
+    int64_t rows = 0;
+    experts_.clear();
+    rows_of_.clear();
+    while (end < jobs.size()) {
+      const auto m = static_cast<int64_t>(jobs[end].group->token.size());
+      if (end > first && rows + m > max_rows) break;
+      waited_.push_back(slots_.ready(jobs[end].slot));
+      accelerator_.wait(Stream::Compute, waited_.back());
+      experts_.push_back(slots_.device_expert(jobs[end].slot));
+      rows_of_.push_back(m);
+      rows += m;
+      ++end;
+    }
+    ensure_capacity(rows);
+    const uint64_t bytes = static_cast<uint64_t>(rows * n_embd) * sizeof(float);
     accelerator_.copy_to_device(Stream::Compute, x_, 0, in + offset * n_embd, bytes);
-    const Event ffn_start = time_ffn_ ? accelerator_.record(Stream::Compute) : Event{};
-    accelerator_.expert_ffn(slots_.device_expert(j.slot), x_, m, scratch_, out_);
-    if (time_ffn_) ffn_events_.emplace_back(ffn_start, accelerator_.record(Stream::Compute));
+    const Event start = time_ffn_ ? accelerator_.record(Stream::Compute) : Event{};
+    accelerator_.expert_ffn_batch(experts_.data(), rows_of_.data(), experts_.size(), x_, scratch_,
+                                  out_);
+    if (time_ffn_) batch_events_.emplace_back(start, accelerator_.record(Stream::Compute));
     accelerator_.copy_to_host(Stream::Compute, out + offset * n_embd, out_, 0, bytes);
-    offset += m;
+    offset += rows;
+    first = end;
   }
 }
 
 void DeviceExpertRunner::finish(const std::vector<Job>& jobs, const Routing& routing,
                                 float* slot_out) {
   accelerator_.synchronize(Stream::Compute);
+  for (size_t i = 0; i < jobs.size() && i < waited_.size(); ++i) {
+    slots_.mark_loaded(jobs[i].slot, waited_[i]);
+  }
   const int64_t n_embd = model_.spec().n_embd;
   int64_t offset = 0;
   for (const Job& j : jobs) {
@@ -185,9 +207,15 @@ void DeviceExpertRunner::finish(const std::vector<Job>& jobs, const Routing& rou
   }
 }
 
-double DeviceExpertRunner::ffn_us(size_t job) const {
-  if (job >= ffn_events_.size()) return -1.0;
-  return accelerator_.elapsed_us(ffn_events_[job].first, ffn_events_[job].second);
+double DeviceExpertRunner::ffn_us() const {
+  if (batch_events_.empty()) return -1.0;
+  double us = 0;
+  for (const auto& [start, end] : batch_events_) {
+    const double t = accelerator_.elapsed_us(start, end);
+    if (!(t > 0)) return -1.0;
+    us += t;
+  }
+  return us;
 }
 
 void DeviceExpertRunner::ensure_capacity(int64_t rows) {

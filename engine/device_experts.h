@@ -33,6 +33,13 @@ class DeviceExpertSlots {
   // expert can become resident without the compute stream having waited for its copy (a
   // prefetched expert the planner ran on the CPU, then the cache admitted), so every read waits.
   Event ready(int32_t slot) const { return slots_.at(slot).ready; }
+  // The caller has seen `load` complete (the compute stream waited for it, then synchronized):
+  // when it is still the slot's latest load, later reads need not wait for it (one device call
+  // less per cached expert and layer).
+  void mark_loaded(int32_t slot, Event load) {
+    Slot& s = slots_.at(slot);
+    if (s.ready.handle == load.handle) s.ready = Event{};
+  }
   // Marks `slot` as holding nothing (its expert is no longer found there); no copy.
   void forget(int32_t slot);
   // The matrices of the expert in `slot`.
@@ -61,7 +68,9 @@ class DeviceExpertSlots {
 // stream, which may still read or write the old buffer.
 class HostStaging {
  public:
-  explicit HostStaging(Accelerator& accelerator) : accelerator_(accelerator) {}
+  // device_writes: copy_to_host writes into it (not only copy_to_device reading from it).
+  HostStaging(Accelerator& accelerator, bool device_writes)
+      : accelerator_(accelerator), device_writes_(device_writes) {}
   ~HostStaging();
   HostStaging(const HostStaging&) = delete;
   HostStaging& operator=(const HostStaging&) = delete;
@@ -75,13 +84,15 @@ class HostStaging {
   void free_buffer();
 
   Accelerator& accelerator_;
+  bool device_writes_;
   float* data_ = nullptr;
   size_t capacity_ = 0;
   bool registered_ = false;
 };
 
-// Runs experts from their slots on the accelerator's compute stream, in order: each expert's
-// token rows in, the FFN, its rows out; one set of device buffers, grown to the largest expert.
+// Runs experts from their slots on the accelerator's compute stream: the jobs' token rows in
+// with one copy, their FFNs with one expert_ffn_batch, the rows out with one copy (per batch of
+// at most kBatchBytes of device buffers); one set of device buffers, grown to the largest batch.
 class DeviceExpertRunner {
  public:
   // The compute stream waits for the slot's latest load (DeviceExpertSlots::ready) first.
@@ -90,9 +101,9 @@ class DeviceExpertRunner {
     int32_t slot;
   };
 
-  // time_ffn: record events around each FFN so ffn_us can read its device time (two extra
-  // event records per job; only callers that read the times ask for them).
-  DeviceExpertRunner(const Model& model, Accelerator& accelerator, const DeviceExpertSlots& slots,
+  // time_ffn: record events around each batch so ffn_us can read its device time (two extra
+  // event records per batch; only callers that read the times ask for them).
+  DeviceExpertRunner(const Model& model, Accelerator& accelerator, DeviceExpertSlots& slots,
                      bool time_ffn = false);
   ~DeviceExpertRunner();
   DeviceExpertRunner(const DeviceExpertRunner&) = delete;
@@ -102,21 +113,28 @@ class DeviceExpertRunner {
   void enqueue(const std::vector<Job>& jobs, const float* xn);
   // Waits for the compute stream and writes weight * output of every job into slot_out.
   void finish(const std::vector<Job>& jobs, const Routing& routing, float* slot_out);
-  // After finish: the device time of job i's FFN (the last enqueue's jobs), microseconds;
-  // negative when the accelerator cannot tell or the runner does not time its FFNs.
-  double ffn_us(size_t job) const;
+  // After finish: the device time of the last enqueue's FFNs, all jobs together (they run as
+  // batches), microseconds; negative when the accelerator cannot tell or the runner does not
+  // time its FFNs.
+  double ffn_us() const;
 
  private:
+  // Device buffers (input and output rows, the FFN's scratch) of one batch at most this large.
+  static constexpr int64_t kBatchBytes = int64_t{64} << 20;
+
   void ensure_capacity(int64_t rows);
 
   const Model& model_;
   Accelerator& accelerator_;
-  const DeviceExpertSlots& slots_;
+  DeviceExpertSlots& slots_;
   DeviceBuffer x_, scratch_, out_;
   int64_t capacity_rows_ = 0;
   HostStaging staging_in_, staging_out_;
   bool time_ffn_;
-  std::vector<std::pair<Event, Event>> ffn_events_;  // per job of the last enqueue (time_ffn)
+  std::vector<DeviceExpert> experts_;  // of the batch being queued
+  std::vector<int64_t> rows_of_;
+  std::vector<Event> waited_;  // per job of the last enqueue: the slot load the stream waited for
+  std::vector<std::pair<Event, Event>> batch_events_;  // of the last enqueue (time_ffn)
 };
 
 }  // namespace tandem

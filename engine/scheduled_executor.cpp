@@ -13,6 +13,7 @@
 #include "engine/device_experts.h"
 #include "engine/expert_executor.h"
 #include "engine/model.h"
+#include "engine/side_thread.h"
 #include "engine/trace.h"
 #include "gpu/accelerator.h"
 #include "gpu/accelerator_factory.h"
@@ -22,6 +23,13 @@
 
 namespace tandem {
 namespace {
+
+// "L<layer> <what>": the name of a layer's span in a trace.
+std::string layer_label(int32_t il, const char* what) {
+  char label[48];
+  std::snprintf(label, sizeof label, "L%d %s", il, what);
+  return label;
+}
 
 sched::ModelShape shape_of(const Model& model, uint64_t expert_bytes) {
   const ModelSpec& s = model.spec();
@@ -145,6 +153,8 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
                  const float* xn, MoeScratch& scratch, CpuArena* arena) override {
     const ModelSpec& s = model_.spec();
     const double now = host_us();
+    // Host time of the scheduling itself, the queueing of device work and the wait for it.
+    ScopedSpan plan_span(trace_, layer_label(il, "plan"), "moe", "scheduler");
     situation_.jobs.clear();
     active_.clear();
     gate_sum_.assign(static_cast<size_t>(s.n_expert), 0.0f);
@@ -193,6 +203,8 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
     situation_.whole_layer_copy_us =
         cost_.copy_us(static_cast<double>(slots_.slot_bytes()) * s.n_expert);
     const sched::LayerPlan plan = policy_.planner->plan(situation_);
+    plan_span.finish();
+    ScopedSpan copy_span(trace_, layer_label(il, "copies"), "moe", "scheduler");
 
     cpu_groups_.clear();
     gpu_.clear();
@@ -239,34 +251,53 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
       pcie_free_at_us_ = std::max(pcie_free_at_us_, now + plan.pcie_finish_us);
     }
     if (il + 1 < model_.spec().n_layer) issue_prefetches(il + 1, now, plan, routing.n_tokens);
-    if (!gpu_.empty()) runner_.enqueue(gpu_, xn);
+    copy_span.finish();
+    const auto queue = [this, il, xn] {
+      ScopedSpan queue_span(trace_, layer_label(il, "queue"), "moe", "device queue");
+      runner_.enqueue(gpu_, xn);
+    };
+    // With experts on both sides the accelerator's work is queued from the side thread while
+    // this one runs the CPU's: the CPU experts need not wait for the driver calls.
+    const bool beside = !gpu_.empty() && !cpu_groups_.empty();
+    if (beside) {
+      side_.run(queue);
+    } else if (!gpu_.empty()) {
+      queue();
+    }
     if (!cpu_groups_.empty()) {
       char label[48];
       std::snprintf(label, sizeof label, "L%d %zu experts", il, cpu_groups_.size());
       ScopedSpan span(trace_, label, "moe", "cpu experts");
       const auto t0 = std::chrono::steady_clock::now();
-      run_experts(s, model_.layers()[il], cpu_groups_, routing, xn, scratch, arena);
+      try {
+        run_experts(s, model_.layers()[il], cpu_groups_, routing, xn, scratch, arena);
+      } catch (...) {
+        if (beside) side_.join_quietly();  // the queued task reads this executor's members
+        throw;
+      }
       const std::chrono::duration<double, std::micro> took = std::chrono::steady_clock::now() - t0;
       for (const ExpertTokens* g : cpu_groups_) {
         ++stats_.cpu_experts;
         stats_.cpu_tokens += g->token.size();
       }
       stats_.cpu_expert_seconds += took.count() / 1e6;
-      observe_cpu(took.count());
+      stats_.cost_observations += observe_shares(sched::Device::Cpu, cpu_groups_, took.count());
+      stats_.cpu_cost_error = cost_.prediction_error(sched::Device::Cpu);
     }
+    if (beside) side_.join();
     if (!gpu_.empty()) {
+      ScopedSpan wait_span(trace_, layer_label(il, "wait"), "moe", "scheduler");
       runner_.finish(gpu_, routing, scratch.slot_out.data());
-      for (size_t i = 0; i < gpu_.size(); ++i) {
-        const auto n_tokens = static_cast<double>(gpu_[i].group->token.size());
+      wait_span.finish();
+      groups_.clear();
+      for (const DeviceExpertRunner::Job& j : gpu_) {
         ++stats_.gpu_experts;
-        stats_.gpu_tokens += gpu_[i].group->token.size();
-        const double us = runner_.ffn_us(i);
-        if (us > 0) {
-          stats_.gpu_expert_seconds += us / 1e6;
-          cost_.observe(sched::Device::Gpu, n_tokens, us);
-          ++stats_.gpu_cost_observations;
-        }
+        stats_.gpu_tokens += j.group->token.size();
+        groups_.push_back(j.group);
       }
+      const double us = runner_.ffn_us();
+      if (us > 0) stats_.gpu_expert_seconds += us / 1e6;
+      stats_.gpu_cost_observations += observe_shares(sched::Device::Gpu, groups_, us);
       stats_.gpu_cost_error = cost_.prediction_error(sched::Device::Gpu);
     }
     observe_copies();
@@ -306,23 +337,24 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
     stats_.copy_cost_error = cost_.copy_prediction_error();
   }
 
-  // The CPU ran its experts as one batch: each gets the measured time in proportion to its
-  // prediction, so the cost model learns this machine's level and refits its curve.
-  void observe_cpu(double measured_us) {
+  // A device ran a layer's experts as one batch: each gets the measured time in proportion to
+  // its prediction, so the cost model learns the device's level and refits its curve (for the
+  // accelerator, batching's saved launches included). Returns the observations made.
+  uint64_t observe_shares(sched::Device device, const std::vector<const ExpertTokens*>& groups,
+                          double measured_us) {
     // Shares first: an observation may refit the curve the later shares would be read from.
     double predicted = 0;
-    cpu_shares_.clear();
-    for (const ExpertTokens* g : cpu_groups_) {
-      cpu_shares_.push_back(cost_.expert_us(sched::Device::Cpu, expert_type_, g->token.size()));
-      predicted += cpu_shares_.back();
+    shares_.clear();
+    for (const ExpertTokens* g : groups) {
+      shares_.push_back(cost_.expert_us(device, expert_type_, g->token.size()));
+      predicted += shares_.back();
     }
-    if (!(predicted > 0) || !(measured_us > 0)) return;
-    for (size_t i = 0; i < cpu_groups_.size(); ++i) {
-      cost_.observe(sched::Device::Cpu, static_cast<double>(cpu_groups_[i]->token.size()),
-                    measured_us * cpu_shares_[i] / predicted);
-      ++stats_.cost_observations;
+    if (!(predicted > 0) || !(measured_us > 0)) return 0;
+    for (size_t i = 0; i < groups.size(); ++i) {
+      cost_.observe(device, static_cast<double>(groups[i]->token.size()),
+                    measured_us * shares_[i] / predicted);
     }
-    stats_.cpu_cost_error = cost_.prediction_error(sched::Device::Cpu);
+    return groups.size();
   }
 
   // Predicted experts the layer did not use, and how many of them were cached anyway (cost no
@@ -447,6 +479,7 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
   Accelerator& acc_;
   DeviceExpertSlots slots_;
   DeviceExpertRunner runner_;
+  SideThread side_;  // queues the runner's work while the CPU experts run
   TraceRecorder* trace_;
   sched::CostModel cost_;
   sched::PolicySpec policy_;
@@ -462,7 +495,7 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
   double pcie_free_at_us_ = 0.0;  // the copy stream's queued work is predicted to end then
   double attention_bytes_ = 0.0, attention_ops_per_token_ = 0.0;  // one layer's, for deadlines
   sched::LayerSituation situation_;
-  std::vector<const ExpertTokens*> active_, cpu_groups_;
+  std::vector<const ExpertTokens*> active_, cpu_groups_, groups_;
   std::vector<DeviceExpertRunner::Job> gpu_, from_prefetch_;
   std::vector<float> gate_sum_;
   std::vector<int32_t> tokens_of_;  // per expert: this layer's tokens routed to it
@@ -471,7 +504,7 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
     int32_t tries;
   };
   std::vector<PendingCopy> pending_copies_;
-  std::vector<double> cpu_shares_;  // observe_cpu's predicted time per CPU expert
+  std::vector<double> shares_;  // observe_shares' predicted time per expert
 };
 
 }  // namespace

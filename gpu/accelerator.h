@@ -71,13 +71,15 @@ class Accelerator {
   // upload_interleaved; any other is a plain copy_to_device. host.data is read when the copy
   // runs, as with copy_to_device.
   void upload_matrix(Stream stream, DeviceBuffer dst, uint64_t dst_offset, const MatrixRef& host);
-  // Page-locks [ptr, ptr + bytes) of host memory that copies read or write (the model's weights,
-  // staging buffers), so copies go straight over DMA and return at once instead of passing
-  // through a pinned staging buffer that the host fills (and waits for). Returns false where
-  // the accelerator has no such notion (the sim) or the driver refuses; copies then still work.
-  virtual bool register_host(const void* ptr, uint64_t bytes) {
+  // Page-locks [ptr, ptr + bytes) of host memory that copies read (the model's weights, staging
+  // buffers) or, with device_writes, also write (copy_to_host targets), so copies go straight
+  // over DMA and return at once instead of passing through a pinned staging buffer that the
+  // host fills (and waits for). Returns false where the accelerator has no such notion (the
+  // sim) or the driver refuses; copies then still work.
+  virtual bool register_host(const void* ptr, uint64_t bytes, bool device_writes = false) {
     (void)ptr;
     (void)bytes;
+    (void)device_writes;
     return false;
   }
   // Undoes register_host (no-op for a pointer that was not registered).
@@ -100,6 +102,14 @@ class Accelerator {
   // out[t] = down(silu(gate x[t]) * up x[t]); scratch needs 2 * n_tokens * gate.n_rows floats.
   virtual void expert_ffn(const DeviceExpert& expert, DeviceBuffer x, int64_t n_tokens,
                           DeviceBuffer scratch, DeviceBuffer out) = 0;
+  // The FFNs of several experts of one layer (same shapes and types) in one call: expert j
+  // reads the n_tokens[j] rows of x that follow the rows of experts 0..j-1 and writes the same
+  // rows of out; scratch needs 2 * (all rows) * n_ff floats. Results equal expert_ffn on each
+  // expert's rows; the CUDA backend runs a decode step's experts with one launch per stage
+  // rather than one per stage and expert.
+  virtual void expert_ffn_batch(const DeviceExpert* experts, const int64_t* n_tokens,
+                                size_t n_experts, DeviceBuffer x, DeviceBuffer scratch,
+                                DeviceBuffer out) = 0;
   // y[t] = x[t] / rms(x[t]) * w (w: n floats; may be empty for no weight).
   virtual void rms_norm(DeviceBuffer x, DeviceBuffer w, int64_t n_tokens, int64_t n, float eps,
                         DeviceBuffer y) = 0;

@@ -204,6 +204,57 @@ TEST_F(CudaOps, ExpertFfnMatchesSimTwin) {
   }
 }
 
+// One batched call (a stage's GEMVs for every expert in one launch; with more than 8 tokens
+// for some expert, the per-expert path) equals the experts one at a time, and the CPU twin.
+TEST_F(CudaOps, ExpertFfnBatchEqualsOneExpertAtATime) {
+  std::mt19937 rng(9);
+  const int64_t n_embd = 256, n_ff = 512;
+  for (GgmlType type : {GgmlType::Q4_K, GgmlType::Q8_0, GgmlType::Q6_K, GgmlType::F16}) {
+    for (const std::vector<int64_t>& rows :
+         {std::vector<int64_t>{1, 3, 8, 2, 1}, std::vector<int64_t>{1, 9, 2}}) {
+      const int64_t sg = row_bytes(type, n_embd), sd = row_bytes(type, n_ff);
+      std::vector<DeviceExpert> experts;
+      std::vector<std::vector<uint8_t> > host;
+      for (size_t e = 0; e < rows.size(); ++e) {
+        host.push_back(random_matrix(rng, type, n_ff, n_embd, sg));
+        host.push_back(random_matrix(rng, type, n_ff, n_embd, sg));
+        host.push_back(random_matrix(rng, type, n_embd, n_ff, sd));
+        experts.push_back(DeviceExpert{device_matrix(type, host[3 * e], n_ff, n_embd, sg),
+                                       device_matrix(type, host[3 * e + 1], n_ff, n_embd, sg),
+                                       device_matrix(type, host[3 * e + 2], n_embd, n_ff, sd)});
+      }
+      int64_t total = 0;
+      for (int64_t m : rows) total += m;
+      const std::vector<float> x = random_floats(rng, total * n_embd);
+      const DeviceBuffer scratch = zeros(2 * total * n_ff * sizeof(float));
+      const DeviceBuffer out = zeros(total * n_embd * sizeof(float));
+      acc_->expert_ffn_batch(experts.data(), rows.data(), experts.size(), upload(x), scratch, out);
+      const std::vector<float> got = download<float>(out, total * n_embd);
+      int64_t row0 = 0;
+      for (size_t e = 0; e < rows.size(); ++e) {
+        const int64_t m = rows[e];
+        const std::vector<float> xe(x.begin() + row0 * n_embd, x.begin() + (row0 + m) * n_embd);
+        const DeviceBuffer one = zeros(m * n_embd * sizeof(float));
+        acc_->expert_ffn(experts[e], upload(xe), m, scratch, one);
+        const std::vector<float> alone = download<float>(one, xe.size());
+        std::vector<float> twin_scratch(2 * m * n_ff), twin(m * n_embd);
+        sim_expert_ffn(MatrixRef{type, host[3 * e].data(), n_ff, n_embd, sg},
+                       MatrixRef{type, host[3 * e + 1].data(), n_ff, n_embd, sg},
+                       MatrixRef{type, host[3 * e + 2].data(), n_embd, n_ff, sd}, xe.data(), m,
+                       twin_scratch.data(), twin.data());
+        float max_abs = 0;
+        for (float v : twin) max_abs = std::max(max_abs, std::fabs(v));
+        for (int64_t i = 0; i < m * n_embd; ++i) {
+          ASSERT_EQ(got[row0 * n_embd + i], alone[i])
+              << type_name(type) << " expert " << e << " of " << rows.size() << " i " << i;
+          ASSERT_NEAR(alone[i], twin[i], 1e-2f * max_abs) << type_name(type) << " expert " << e;
+        }
+        row0 += m;
+      }
+    }
+  }
+}
+
 TEST_F(CudaOps, RmsNormMatchesCpu) {
   std::mt19937 rng(3);
   for (int64_t n_tokens : {1, 7, 33, 257}) {

@@ -90,9 +90,11 @@ TEST_P(HybridParity, AcceleratedEqualsCpuOnly) {
     sim_opts.expert_cache_bytes = cache;
     {
       Engine sim(*model, sim_opts);
-      for (const nlohmann::json& gc : golden["cases"]) {
-        const auto prompt = gc["prompt"].get<std::vector<int32_t>>();
-        test::expect_accelerated_parity(cpu, sim, prompt, 8);
+      {
+        test::AcceleratedParity parity(cpu, sim);
+        for (const nlohmann::json& gc : golden["cases"]) {
+          parity.run(gc["prompt"].get<std::vector<int32_t>>(), 8);
+        }
       }
       const ExpertRunStats& st = sim.expert_stats();
       std::printf(

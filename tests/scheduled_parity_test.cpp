@@ -108,9 +108,11 @@ TEST_P(ScheduledParity, EveryPolicyEqualsCpuOnly) {
     sim_opts.hardware_profile = fast;
     {
       Engine sim(*model, sim_opts);
-      for (const nlohmann::json& gc : golden["cases"]) {
-        const auto prompt = gc["prompt"].get<std::vector<int32_t>>();
-        test::expect_accelerated_parity(cpu, sim, prompt, 8);
+      {
+        test::AcceleratedParity parity(cpu, sim);
+        for (const nlohmann::json& gc : golden["cases"]) {
+          parity.run(gc["prompt"].get<std::vector<int32_t>>(), 8);
+        }
       }
       const ExpertRunStats& st = sim.expert_stats();
       const auto u = [](uint64_t v) { return static_cast<unsigned long long>(v); };
@@ -302,7 +304,7 @@ TEST(ScheduledExecutor, PinnedLayerKeepsEveryExpertResident) {
     sim_opts.expert_eviction = eviction;
     Engine sim(*model, sim_opts);
     const std::vector<int32_t> prompt = {1, 17, 230, 5, 99, 301, 42, 7};
-    test::expect_accelerated_parity(cpu, sim, prompt, 24);
+    test::AcceleratedParity(cpu, sim).run(prompt, 24);
     EXPECT_EQ(sim.cached_experts(2), spec.n_expert) << eviction;
     EXPECT_EQ(sim.cached_experts(0), 0) << eviction;
     EXPECT_EQ(sim.cached_experts(1), 0) << eviction;
@@ -347,7 +349,7 @@ TEST(ScheduledExecutor, ManyCopiesPerLayerKeepCacheAndSlotsInStep) {
     const EngineOptions sim_opts = hybrid_options(cpu_opts, profile, cache, policy, acc);
     Engine sim(*model, sim_opts);
     const std::vector<int32_t> prompt = {1, 17, 230, 5, 99, 301, 42, 7};
-    test::expect_accelerated_parity(cpu, sim, prompt, 300);
+    test::AcceleratedParity(cpu, sim).run(prompt, 300);
     const ExpertRunStats& st = sim.expert_stats();
     EXPECT_GT(st.copied_experts, st.prefetched_experts) << policy << ": copies on demand";
     EXPECT_GT(st.cpu_experts, 0u) << policy;

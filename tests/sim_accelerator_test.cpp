@@ -1,6 +1,5 @@
 // The sim accelerator: memory budget, every device op against the engine's CPU path (bit for
-// bit), stream/event ordering, copy/compute overlap in virtual time, trace output, and the
-// hardware profile loader.
+// bit), stream/event ordering, copy/compute overlap in virtual time, trace output.
 #include "gpu/sim_accelerator.h"
 
 #include <gtest/gtest.h>
@@ -8,7 +7,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <filesystem>
 #include <random>
 #include <set>
 #include <string>
@@ -222,6 +220,43 @@ TEST_F(SimTest, ExpertFfnEqualsEngineRunExpert) {
   const DeviceBuffer out = alloc(static_cast<uint64_t>(n_tokens) * n_embd * sizeof(float));
   acc_->expert_ffn(e, dx, n_tokens, scratch_buf, out);
   expect_bitwise_equal(download(out, scratch.slot_out.size()), scratch.slot_out, "expert_ffn");
+}
+
+// A batch of experts equals each expert on its own rows; experts of other shapes are refused.
+TEST_F(SimTest, ExpertFfnBatchEqualsOneExpertAtATime) {
+  const int32_t n_embd = 256, n_ff = 512;
+  const std::vector<int64_t> rows = {1, 3, 8, 2};
+  int64_t total = 0;
+  for (int64_t m : rows) total += m;
+  std::vector<DeviceExpert> experts;
+  for (uint32_t e = 0; e < rows.size(); ++e) {
+    experts.push_back(DeviceExpert{upload(random_matrix(GgmlType::Q4_K, n_ff, n_embd, 10 + e)),
+                                   upload(random_matrix(GgmlType::Q4_K, n_ff, n_embd, 20 + e)),
+                                   upload(random_matrix(GgmlType::Q4_K, n_embd, n_ff, 30 + e))});
+  }
+  const std::vector<float> x = random_floats(static_cast<size_t>(total) * n_embd, 7);
+  const DeviceBuffer dx = upload(x), scratch = alloc(2ull * total * n_ff * sizeof(float));
+  const DeviceBuffer out = alloc(static_cast<uint64_t>(total) * n_embd * sizeof(float));
+  acc_->expert_ffn_batch(experts.data(), rows.data(), experts.size(), dx, scratch, out);
+  const std::vector<float> got = download(out, static_cast<size_t>(total) * n_embd);
+  int64_t row0 = 0;
+  for (size_t e = 0; e < rows.size(); ++e) {
+    const std::vector<float> xe(x.begin() + row0 * n_embd, x.begin() + (row0 + rows[e]) * n_embd);
+    const DeviceBuffer one = alloc(static_cast<uint64_t>(rows[e]) * n_embd * sizeof(float));
+    acc_->expert_ffn(experts[e], upload(xe), rows[e], scratch, one);
+    const std::vector<float> ge(got.begin() + row0 * n_embd,
+                                got.begin() + (row0 + rows[e]) * n_embd);
+    expect_bitwise_equal(ge, download(one, xe.size()), "expert " + std::to_string(e));
+    row0 += rows[e];
+  }
+  std::vector<DeviceExpert> mixed = experts;
+  mixed[1].gate = upload(random_matrix(GgmlType::Q4_K, n_ff / 2, n_embd, 40));
+  try {
+    acc_->expert_ffn_batch(mixed.data(), rows.data(), mixed.size(), dx, scratch, out);
+    FAIL() << "experts of other shapes were accepted";
+  } catch (const AcceleratorError& err) {
+    EXPECT_NE(std::string(err.what()).find("expert_ffn_batch"), std::string::npos) << err.what();
+  }
 }
 
 TEST_F(SimTest, RmsNormEqualsCpu) {
@@ -568,60 +603,6 @@ TEST_F(SimTest, ReleaseAfterFailedOpStillFrees) {
   EXPECT_THROW(acc_->release(y), AcceleratorError);
   EXPECT_EQ(acc_->live_bytes(), before - 32 * sizeof(float));
   acc_->synchronize(Stream::Compute);  // the error was reported once
-}
-
-TEST(HardwareProfile, ParsesGpuSectionAndDefaults) {
-  const HardwareProfile p = parse_hardware_profile(R"({"name": "desk", "gpu": {"name": "RTX X",
-      "vram_gb": 24, "hbm_gbps": 1008, "fp16_tflops": 165, "int8_tops": 660,
-      "pcie_gbps": 25, "pcie_latency_us": 10, "launch_overhead_us": 4}})",
-                                                   "inline");
-  EXPECT_EQ(p.name, "RTX X");
-  EXPECT_EQ(p.vram_bytes, 24ull << 30);
-  EXPECT_DOUBLE_EQ(p.hbm_gbps, 1008.0);
-  EXPECT_DOUBLE_EQ(p.bf16_tflops, 165.0);      // defaults to fp16
-  EXPECT_DOUBLE_EQ(p.fp32_tflops, 165.0 / 4);  // defaults to fp16 / 4
-  EXPECT_DOUBLE_EQ(p.ops_per_us(GgmlType::Q4_K), 660e6);
-  EXPECT_DOUBLE_EQ(p.launch_overhead_us, 4.0);
-}
-
-TEST(HardwareProfile, ErrorsNameTheProblem) {
-  auto message = [](const std::string& text) {
-    try {
-      parse_hardware_profile(text, "bad.json");
-    } catch (const HardwareProfileError& e) {
-      return std::string(e.what());
-    }
-    return std::string("no error");
-  };
-  EXPECT_NE(message(R"({"gpu": {"fp16_tflops": 1, "pcie_gbps": 1}})").find("hbm_gbps"),
-            std::string::npos);
-  EXPECT_NE(message(R"({"gpu": {"hbm_gbps": "fast", "fp16_tflops": 1, "pcie_gbps": 1}})")
-                .find("hbm_gbps"),
-            std::string::npos);
-  EXPECT_NE(
-      message(R"({"gpu": {"hbm_gbps": -1, "fp16_tflops": 1, "pcie_gbps": 1}})").find("positive"),
-      std::string::npos);
-  EXPECT_NE(message("{not json").find("bad.json"), std::string::npos);
-  EXPECT_THROW(load_hardware_profile("/nonexistent/profile.json"), HardwareProfileError);
-}
-
-// Every shipped profile loads and drives a sim accelerator.
-TEST(HardwareProfile, ShippedProfilesLoad) {
-  const std::filesystem::path dir =
-      std::filesystem::path(TANDEM_SOURCE_DIR) / "configs" / "hardware";
-  if (!std::filesystem::is_directory(dir)) GTEST_SKIP() << "no " << dir << " yet";
-  int n_loaded = 0;
-  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
-    if (entry.path().extension() != ".json") continue;
-    SCOPED_TRACE(entry.path().string());
-    const HardwareProfile p = load_hardware_profile(entry.path().string());
-    EXPECT_FALSE(p.name.empty());
-    EXPECT_GT(p.vram_bytes, 0u);
-    auto acc = make_sim_accelerator(p, 1 << 20, nullptr);
-    EXPECT_EQ(acc->memory_budget(), 1u << 20);
-    ++n_loaded;
-  }
-  if (n_loaded == 0) GTEST_SKIP() << "no profiles in " << dir;
 }
 
 }  // namespace

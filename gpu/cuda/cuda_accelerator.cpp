@@ -284,12 +284,13 @@ void CudaAcceleratorImpl::copy_to_host(Stream s, void* dst, DeviceBuffer src, ui
   CUDA_CHECK(cudaMemcpyAsync(dst, p, bytes, cudaMemcpyDeviceToHost, stream(s)));
 }
 
-bool CudaAcceleratorImpl::register_host(const void* ptr, uint64_t bytes) {
+bool CudaAcceleratorImpl::register_host(const void* ptr, uint64_t bytes, bool device_writes) {
   if (!ptr || bytes == 0) return false;
   std::lock_guard<std::mutex> lock(mu_);
   use_device();
   void* p = const_cast<void*>(ptr);  // cudaHostRegister takes void*; read-only mappings allowed
-  if (cudaHostRegister(p, bytes, cudaHostRegisterReadOnly) != cudaSuccess) {
+  // Read-only registration (which read-only mappings need) makes copies into the range fail.
+  if (device_writes || cudaHostRegister(p, bytes, cudaHostRegisterReadOnly) != cudaSuccess) {
     cudaGetLastError();
     if (cudaHostRegister(p, bytes, cudaHostRegisterDefault) != cudaSuccess) {
       cudaGetLastError();
@@ -378,6 +379,8 @@ void CudaAcceleratorImpl::synchronize(Stream s) {
   CUDA_CHECK(cudaStreamSynchronize(stream(s)));
   if (s != Stream::Compute) return;
   std::lock_guard<std::mutex> lock(mu_);
+  if (!error_word_pending_) return;
+  error_word_pending_ = false;
   unsigned bits = 0;
   CUDA_CHECK(cudaMemcpyAsync(&bits, error_word_, sizeof bits, cudaMemcpyDeviceToHost, compute_));
   CUDA_CHECK(cudaStreamSynchronize(compute_));

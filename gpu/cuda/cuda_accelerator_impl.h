@@ -3,8 +3,9 @@
 // Memory: cudaMalloc'd buffers in a handle table, under the byte budget together with the
 // accelerator's workspace (activation quantization and the GEMM path's dequantized weights;
 // grown on demand, never shrunk). Streams: two non-blocking cudaStream_t (compute, copy).
-// Events: handles map to cudaEvent_t taken from a pool; a completed event is recycled once
-// many are outstanding, and waiting on a recycled handle is a no-op (it had completed).
+// Events: handles map to cudaEvent_t taken from a pool; once many are outstanding, completed
+// ones but the most recent are recycled, and waiting on a recycled handle is a no-op (it had
+// completed).
 // Copies: cudaMemcpyAsync; host memory that is neither registered (register_host) nor
 // otherwise pinned goes through a ring of pinned staging slots so the copy stays asynchronous.
 // Device-side errors (a bad embedding id or scatter index) set bits in a device word that
@@ -55,6 +56,8 @@ class CudaAcceleratorImpl final : public CudaAccelerator {
   void matmul(const DeviceMatrix& w, DeviceBuffer x, int64_t n_tokens, DeviceBuffer y) override;
   void expert_ffn(const DeviceExpert& expert, DeviceBuffer x, int64_t n_tokens,
                   DeviceBuffer scratch, DeviceBuffer out) override;
+  void expert_ffn_batch(const DeviceExpert* experts, const int64_t* n_tokens, size_t n_experts,
+                        DeviceBuffer x, DeviceBuffer scratch, DeviceBuffer out) override;
   void rms_norm(DeviceBuffer x, DeviceBuffer w, int64_t n_tokens, int64_t n, float eps,
                 DeviceBuffer y) override;
   void rope(DeviceBuffer x, DeviceBuffer positions, int64_t n_tokens, int64_t n_heads,
@@ -69,7 +72,7 @@ class CudaAcceleratorImpl final : public CudaAccelerator {
   void embedding(const DeviceMatrix& table, DeviceBuffer ids, int64_t n_tokens,
                  DeviceBuffer y) override;
 
-  bool register_host(const void* ptr, uint64_t bytes) override;
+  bool register_host(const void* ptr, uint64_t bytes, bool device_writes) override;
   void unregister_host(const void* ptr) override;
   uint64_t workspace_bytes() const override;
   int device() const override { return device_; }
@@ -118,6 +121,9 @@ class CudaAcceleratorImpl final : public CudaAccelerator {
   void* workspace_ = nullptr;
   uint64_t workspace_bytes_ = 0;
   unsigned* error_word_ = nullptr;  // device memory
+  // An op that can set error_word_ was queued since synchronize(Compute) last read it: only
+  // then does synchronize read it (one copy and wait less per expert batch).
+  bool error_word_pending_ = false;
   std::vector<StagingSlot> ring_;
   size_t ring_next_ = 0;
   std::map<uintptr_t, uint64_t> registered_;  // start -> bytes of register_host ranges

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include "cpu/quant.h"
 #include "gpu/cuda/attention.cuh"
@@ -50,6 +51,12 @@ int64_t block_alignment(GgmlType type) {
   }
 }
 
+// Whether activations of vec_dot type `act` are quantized blocks (every quantized weight type;
+// Q8_0 weights take Q8_0 activations, so comparing act with the weight type would not do).
+bool takes_integer_activations(GgmlType act) {
+  return act == GgmlType::Q8_0 || act == GgmlType::Q8_1 || act == GgmlType::Q8_K;
+}
+
 }  // namespace
 
 RowSource CudaAcceleratorImpl::matrix(const DeviceMatrix& m, const char* op,
@@ -80,9 +87,7 @@ RowSource CudaAcceleratorImpl::matrix(const DeviceMatrix& m, const char* op,
 void CudaAcceleratorImpl::matmul_locked(const RowSource& w, const float* x, int64_t n_tokens,
                                         float* y) {
   const GgmlType act = vec_dot_type(w.type);
-  // Integer activations for every quantized weight type; Q8_0 weights take Q8_0 activations,
-  // so comparing the two types would leave them as floats.
-  const bool quantized = act == GgmlType::Q8_0 || act == GgmlType::Q8_1 || act == GgmlType::Q8_K;
+  const bool quantized = takes_integer_activations(act);
   if (n_tokens <= kMaxGemvTokens) {
     const void* a = x;
     if (quantized) {
@@ -136,25 +141,96 @@ void CudaAcceleratorImpl::matmul(const DeviceMatrix& w, DeviceBuffer x, int64_t 
 
 void CudaAcceleratorImpl::expert_ffn(const DeviceExpert& e, DeviceBuffer x, int64_t n_tokens,
                                      DeviceBuffer scratch, DeviceBuffer out) {
-  const char* op = "expert_ffn";
-  require(n_tokens >= 1, op, "n_tokens " + str(n_tokens) + " < 1");
+  const int64_t n = n_tokens;
+  expert_ffn_batch(&e, &n, 1, x, scratch, out);
+}
+
+// Each expert's rows through gate, up, SiLU and down. When every expert has few enough tokens
+// for the GEMV, each stage runs as one launch over all experts (activations quantized once for
+// gate and up): a decode step's experts cost five launches rather than eight per expert.
+void CudaAcceleratorImpl::expert_ffn_batch(const DeviceExpert* experts, const int64_t* n_tokens,
+                                           size_t n_experts, DeviceBuffer x, DeviceBuffer scratch,
+                                           DeviceBuffer out) {
+  const char* op = n_experts == 1 ? "expert_ffn" : "expert_ffn_batch";
+  require(n_experts > 0 && experts && n_tokens, op, "no experts");
   std::lock_guard<std::mutex> lock(mu_);
   use_device();
-  const RowSource gate = matrix(e.gate, op, "gate"), up = matrix(e.up, op, "up"),
-                  down = matrix(e.down, op, "down");
-  require(up.n_rows == gate.n_rows && up.n_cols == gate.n_cols, op,
-          "up " + shape(up) + " does not match gate " + shape(gate));
-  require(down.n_cols == gate.n_rows && down.n_rows == gate.n_cols, op,
-          "down " + shape(down) + " does not fit gate " + shape(gate));
-  const float* px = floats(x, n_tokens * gate.n_cols, op, "x");
-  float* ps = floats(scratch, 2 * n_tokens * gate.n_rows, op, "scratch");
-  float* po = floats(out, n_tokens * down.n_rows, op, "out");
+  std::vector<RowSource> gate, up, down;
+  int64_t total = 0;
+  bool gemv = true;
+  for (size_t j = 0; j < n_experts; ++j) {
+    require(n_tokens[j] >= 1, op, "n_tokens " + str(n_tokens[j]) + " < 1");
+    gate.push_back(matrix(experts[j].gate, op, "gate"));
+    up.push_back(matrix(experts[j].up, op, "up"));
+    down.push_back(matrix(experts[j].down, op, "down"));
+    const RowSource &g = gate.back(), &u = up.back(), &d = down.back();
+    require(g.type == gate[0].type && u.type == up[0].type && d.type == down[0].type &&
+                g.n_rows == gate[0].n_rows && g.n_cols == gate[0].n_cols &&
+                g.row_stride == gate[0].row_stride && u.row_stride == up[0].row_stride &&
+                d.row_stride == down[0].row_stride,
+            op, "gate " + shape(g) + " differs from the first expert's " + shape(gate[0]));
+    require(u.n_rows == g.n_rows && u.n_cols == g.n_cols, op,
+            "up " + shape(u) + " does not match gate " + shape(g));
+    require(d.n_cols == g.n_rows && d.n_rows == g.n_cols, op,
+            "down " + shape(d) + " does not fit gate " + shape(g));
+    total += n_tokens[j];
+    gemv = gemv && n_tokens[j] <= kMaxGemvTokens;
+  }
+  const int64_t n_embd = gate[0].n_cols, n_ff = gate[0].n_rows;
+  const float* px = floats(x, total * n_embd, op, "x");
+  float* ps = floats(scratch, 2 * total * n_ff, op, "scratch");
+  float* po = floats(out, total * n_embd, op, "out");
+  if (!gemv || n_experts == 1) {
+    int64_t row0 = 0;
+    for (size_t j = 0; j < n_experts; ++j) {
+      const int64_t m = n_tokens[j];
+      float* g = ps + 2 * row0 * n_ff;
+      float* u = g + m * n_ff;
+      matmul_locked(gate[j], px + row0 * n_embd, m, g);
+      matmul_locked(up[j], px + row0 * n_embd, m, u);
+      launch_silu_mul(g, u, m * n_ff, compute_);
+      matmul_locked(down[j], g, m, po + row0 * n_embd);
+      row0 += m;
+    }
+    return;
+  }
   float* g = ps;
-  float* u = ps + n_tokens * gate.n_rows;
-  matmul_locked(gate, px, n_tokens, g);
-  matmul_locked(up, px, n_tokens, u);
-  launch_silu_mul(g, u, n_tokens * gate.n_rows, compute_);
-  matmul_locked(down, g, n_tokens, po);
+  float* u = ps + total * n_ff;
+  // The GEMV's activations: rounded as the CPU rounds them for weights of `type`.
+  const auto activations = [&](GgmlType type, const float* in, int64_t n_cols) -> const void* {
+    const GgmlType act = vec_dot_type(type);
+    if (!takes_integer_activations(act)) return in;
+    void* q = workspace(static_cast<uint64_t>(total * row_bytes(act, n_cols)));
+    launch_quantize_activations(act, in, total, n_cols, q, false, compute_);
+    return q;
+  };
+  const auto stage = [&](const std::vector<RowSource>& w, const void* a, float* y) {
+    for (size_t j0 = 0; j0 < w.size(); j0 += kMaxGemvBatch) {
+      GemvBatchArgs b{};
+      b.type = w[0].type;
+      b.row_stride = w[0].row_stride;
+      b.n_rows = w[0].n_rows;
+      b.n_cols = w[0].n_cols;
+      b.act = a;
+      b.y = y;
+      int64_t row0 = 0;
+      for (size_t j = 0; j < j0; ++j) row0 += n_tokens[j];
+      b.n_matrices = static_cast<int>(std::min<size_t>(kMaxGemvBatch, w.size() - j0));
+      for (int k = 0; k < b.n_matrices; ++k) {
+        b.w[k] = w[j0 + k].base;
+        b.row0[k] = static_cast<int32_t>(row0);
+        b.n_tokens[k] = static_cast<int32_t>(n_tokens[j0 + k]);
+        row0 += n_tokens[j0 + k];
+      }
+      launch_gemv_batch(b, compute_);
+    }
+  };
+  const void* a = activations(gate[0].type, px, n_embd);
+  stage(gate, a, g);
+  // Gate and up share their activations when they share a type (the workspace holds one set).
+  stage(up, up[0].type == gate[0].type ? a : activations(up[0].type, px, n_embd), u);
+  launch_silu_mul(g, u, total * n_ff, compute_);
+  stage(down, activations(down[0].type, g, n_ff), po);
 }
 
 void CudaAcceleratorImpl::rms_norm(DeviceBuffer x, DeviceBuffer w, int64_t n_tokens, int64_t n,
@@ -213,6 +289,7 @@ void CudaAcceleratorImpl::scatter_add_weighted(DeviceBuffer y, DeviceBuffer inde
   const float* pw = floats(weight, n_rows, op, "weight");
   const int64_t n_out = static_cast<int64_t>(out.bytes / (sizeof(float) * width));
   float* po = floats(out, n_out * width, op, "out");
+  error_word_pending_ = true;
   launch_scatter_add_weighted(py, pi, pw, n_rows, width, po, n_out, error_word_, compute_);
 }
 
@@ -260,6 +337,7 @@ void CudaAcceleratorImpl::embedding(const DeviceMatrix& table, DeviceBuffer ids,
   const RowSource m = matrix(table, "embedding", "table");
   const int32_t* pi = ints(ids, n_tokens, "embedding", "ids");
   float* py = floats(y, n_tokens * m.n_cols, "embedding", "y");
+  error_word_pending_ = true;
   launch_embedding(m, pi, n_tokens, py, error_word_, compute_);
 }
 

@@ -93,14 +93,13 @@ __global__ void quantize_q8_k_kernel(const float* x, int64_t n_blocks, void* out
 
 // ---- GEMV ----
 
+// Row `row` of w against n_tokens activation rows; called by whole warps.
 template <class T>
-__global__ void gemv_quant_kernel(const uint8_t* w, int64_t row_stride, int64_t n_rows,
-                                  int64_t n_blocks, const typename T::Act* act, int n_tokens,
-                                  float* y) {
+__device__ void gemv_quant_row(const uint8_t* w, int64_t row_stride, int64_t n_rows,
+                               int64_t n_blocks, const typename T::Act* act, int n_tokens, float* y,
+                               int64_t row) {
   using Block = typename T::Block;
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
   const int lane = threadIdx.x & 31;
-  if (row >= n_rows) return;  // uniform per warp
   const Block* wr = reinterpret_cast<const Block*>(w + row * row_stride);
   float acc[kMaxGemvTokens] = {};
   const int64_t n_units = n_blocks * T::kUnits;
@@ -132,11 +131,30 @@ __global__ void gemv_quant_kernel(const uint8_t* w, int64_t row_stride, int64_t 
 }
 
 template <class T>
-__global__ void gemv_float_kernel(const uint8_t* w, int64_t row_stride, int64_t n_rows,
-                                  int64_t n_cols, const float* x, int n_tokens, float* y) {
+__global__ void gemv_quant_kernel(const uint8_t* w, int64_t row_stride, int64_t n_rows,
+                                  int64_t n_blocks, const typename T::Act* act, int n_tokens,
+                                  float* y) {
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
+  if (row >= n_rows) return;  // uniform per warp
+  gemv_quant_row<T>(w, row_stride, n_rows, n_blocks, act, n_tokens, y, row);
+}
+
+// blockIdx.y picks the matrix; the arguments are one parameter block.
+template <class T>
+__global__ void gemv_quant_batch_kernel(const GemvBatchArgs a) {
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
+  if (row >= a.n_rows) return;
+  const int j = blockIdx.y;
+  const int64_t n_blocks = a.n_cols / T::kElems;
+  gemv_quant_row<T>(static_cast<const uint8_t*>(a.w[j]), a.row_stride, a.n_rows, n_blocks,
+                    static_cast<const typename T::Act*>(a.act) + a.row0[j] * n_blocks,
+                    a.n_tokens[j], a.y + a.row0[j] * a.n_rows, row);
+}
+
+template <class T>
+__device__ void gemv_float_row(const uint8_t* w, int64_t row_stride, int64_t n_rows, int64_t n_cols,
+                               const float* x, int n_tokens, float* y, int64_t row) {
   const int lane = threadIdx.x & 31;
-  if (row >= n_rows) return;
   const auto* wr = reinterpret_cast<const typename T::Block*>(w + row * row_stride);
   float acc[kMaxGemvTokens] = {};
   for (int64_t j = lane; j < n_cols; j += 32) {
@@ -156,6 +174,24 @@ __global__ void gemv_float_kernel(const uint8_t* w, int64_t row_stride, int64_t 
 }
 
 template <class T>
+__global__ void gemv_float_kernel(const uint8_t* w, int64_t row_stride, int64_t n_rows,
+                                  int64_t n_cols, const float* x, int n_tokens, float* y) {
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
+  if (row >= n_rows) return;
+  gemv_float_row<T>(w, row_stride, n_rows, n_cols, x, n_tokens, y, row);
+}
+
+template <class T>
+__global__ void gemv_float_batch_kernel(const GemvBatchArgs a) {
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
+  if (row >= a.n_rows) return;
+  const int j = blockIdx.y;
+  gemv_float_row<T>(static_cast<const uint8_t*>(a.w[j]), a.row_stride, a.n_rows, a.n_cols,
+                    static_cast<const float*>(a.act) + a.row0[j] * a.n_cols, a.n_tokens[j],
+                    a.y + a.row0[j] * a.n_rows, row);
+}
+
+template <class T>
 void gemv_quant(const GemvArgs& a, cudaStream_t stream) {
   const int64_t n_blocks = a.n_cols / T::kElems;
   gemv_quant_kernel<T><<<grid_size(a.n_rows, kWarpsPerBlock), 32 * kWarpsPerBlock, 0, stream>>>(
@@ -170,6 +206,22 @@ void gemv_float(const GemvArgs& a, cudaStream_t stream) {
       static_cast<const uint8_t*>(a.w), a.row_stride, a.n_rows, a.n_cols,
       static_cast<const float*>(a.act), static_cast<int>(a.n_tokens), a.y);
   CUDA_CHECK_LAUNCH("gemv_float");
+}
+
+template <class T>
+void gemv_quant_batch(const GemvBatchArgs& a, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(grid_size(a.n_rows, kWarpsPerBlock)),
+                  static_cast<unsigned>(a.n_matrices));
+  gemv_quant_batch_kernel<T><<<grid, 32 * kWarpsPerBlock, 0, stream>>>(a);
+  CUDA_CHECK_LAUNCH("gemv_quant_batch");
+}
+
+template <class T>
+void gemv_float_batch(const GemvBatchArgs& a, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(grid_size(a.n_rows, kWarpsPerBlock)),
+                  static_cast<unsigned>(a.n_matrices));
+  gemv_float_batch_kernel<T><<<grid, 32 * kWarpsPerBlock, 0, stream>>>(a);
+  CUDA_CHECK_LAUNCH("gemv_float_batch");
 }
 
 }  // namespace
@@ -219,6 +271,35 @@ void launch_gemv(const GemvArgs& args, cudaStream_t stream) {
 #undef TANDEM_GEMV_FLOAT_CASE
 #undef TANDEM_GEMV_QUANT_CASE
   throw AcceleratorError("CUDA gemv: unsupported weight type " + std::string(type_name(args.type)));
+}
+
+void launch_gemv_batch(const GemvBatchArgs& args, cudaStream_t stream) {
+  if (args.n_matrices < 1 || args.n_matrices > kMaxGemvBatch) {
+    throw AcceleratorError("CUDA gemv batch: " + std::to_string(args.n_matrices) +
+                           " matrices outside 1.." + std::to_string(kMaxGemvBatch));
+  }
+  for (int j = 0; j < args.n_matrices; ++j) {
+    if (args.n_tokens[j] < 1 || args.n_tokens[j] > kMaxGemvTokens) {
+      throw AcceleratorError("CUDA gemv batch: " + std::to_string(args.n_tokens[j]) +
+                             " tokens outside 1.." + std::to_string(kMaxGemvTokens));
+    }
+  }
+#define TANDEM_GEMV_FLOAT_CASE(name, traits) \
+  case GgmlType::name:                       \
+    return gemv_float_batch<traits>(args, stream);
+#define TANDEM_GEMV_QUANT_CASE(name, traits) \
+  case GgmlType::name:                       \
+    return gemv_quant_batch<traits>(args, stream);
+  switch (args.type) {
+    TANDEM_KMATH_FLOAT_TYPES(TANDEM_GEMV_FLOAT_CASE)
+    TANDEM_KMATH_QUANT_TYPES(TANDEM_GEMV_QUANT_CASE)
+    default:
+      break;
+  }
+#undef TANDEM_GEMV_FLOAT_CASE
+#undef TANDEM_GEMV_QUANT_CASE
+  throw AcceleratorError("CUDA gemv batch: unsupported weight type " +
+                         std::string(type_name(args.type)));
 }
 
 }  // namespace tandem::cuda

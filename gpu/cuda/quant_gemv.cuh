@@ -34,4 +34,24 @@ struct GemvArgs {
 // y[t][r] = dot(row r, x[t]); one warp per row, integer dot products per block.
 void launch_gemv(const GemvArgs& args, cudaStream_t stream);
 
+// Most matrices one batched GEMV launch handles (the arguments travel as kernel parameters).
+constexpr int kMaxGemvBatch = 64;
+
+// The same product for several matrices of one shape and type (one layer's experts) in one
+// launch: matrix j multiplies rows row0[j] .. row0[j] + n_tokens[j] - 1 of the activations
+// (quantized or f32 as for launch_gemv, all rows together) into the same rows of y
+// ([all rows][n_rows]).
+struct GemvBatchArgs {
+  GgmlType type;
+  int64_t row_stride;
+  int64_t n_rows, n_cols;
+  const void* act;
+  float* y;
+  int n_matrices;  // 1..kMaxGemvBatch
+  const void* w[kMaxGemvBatch];
+  int32_t row0[kMaxGemvBatch];
+  int32_t n_tokens[kMaxGemvBatch];  // each 1..kMaxGemvTokens
+};
+void launch_gemv_batch(const GemvBatchArgs& args, cudaStream_t stream);
+
 }  // namespace tandem::cuda

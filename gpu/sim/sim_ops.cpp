@@ -56,28 +56,53 @@ void SimAccelerator::matmul(const DeviceMatrix& w, DeviceBuffer x, int64_t n_tok
 
 void SimAccelerator::expert_ffn(const DeviceExpert& e, DeviceBuffer x, int64_t n_tokens,
                                 DeviceBuffer scratch, DeviceBuffer out) {
-  const char* op = "expert_ffn";
-  require(n_tokens >= 1, op, "n_tokens " + str(n_tokens) + " < 1");
-  const MatrixRef gate = matrix(e.gate, op, "gate"), up = matrix(e.up, op, "up"),
-                  down = matrix(e.down, op, "down");
-  require(up.n_rows == gate.n_rows && up.n_cols == gate.n_cols, op,
-          "up " + shape(up) + " does not match gate " + shape(gate));
-  require(down.n_cols == gate.n_rows && down.n_rows == gate.n_cols, op,
-          "down " + shape(down) + " does not fit gate " + shape(gate));
-  const float* px = floats(x, n_tokens * gate.n_cols, op, "x");
-  float* ps = floats(scratch, 2 * n_tokens * gate.n_rows, op, "scratch");
-  float* po = floats(out, n_tokens * down.n_rows, op, "out");
-  // Three GEMMs and the SiLU-gate kernel.
-  const double dur = cost_.matmul_us(gate.type, gate.n_rows, gate.n_cols, n_tokens) +
-                     cost_.matmul_us(up.type, up.n_rows, up.n_cols, n_tokens) +
-                     cost_.matmul_us(down.type, down.n_rows, down.n_cols, n_tokens) +
-                     cost_.elementwise_us(12.0 * static_cast<double>(n_tokens * gate.n_rows));
-  launch(Stream::Compute, "expert_ffn " + shape(gate) + " x" + str(n_tokens), dur,
-         {{"type", std::string(type_name(gate.type))},
-          {"n_ff", str(gate.n_rows)},
-          {"n_embd", str(gate.n_cols)},
-          {"tokens", str(n_tokens)}},
-         [=] { sim_expert_ffn(gate, up, down, px, n_tokens, ps, po); });
+  const int64_t n = n_tokens;
+  expert_ffn_batch(&e, &n, 1, x, scratch, out);
+}
+
+void SimAccelerator::expert_ffn_batch(const DeviceExpert* experts, const int64_t* n_tokens,
+                                      size_t n_experts, DeviceBuffer x, DeviceBuffer scratch,
+                                      DeviceBuffer out) {
+  const char* op = n_experts == 1 ? "expert_ffn" : "expert_ffn_batch";
+  require(n_experts > 0 && experts && n_tokens, op, "no experts");
+  int64_t total = 0;
+  for (size_t j = 0; j < n_experts; ++j) {
+    require(n_tokens[j] >= 1, op, "n_tokens " + str(n_tokens[j]) + " < 1");
+    total += n_tokens[j];
+  }
+  const MatrixRef gate0 = matrix(experts[0].gate, op, "gate");
+  const float* px = floats(x, total * gate0.n_cols, op, "x");
+  float* ps = floats(scratch, 2 * total * gate0.n_rows, op, "scratch");
+  float* po = floats(out, total * gate0.n_cols, op, "out");
+  int64_t row0 = 0;
+  for (size_t j = 0; j < n_experts; ++j) {
+    const DeviceExpert& e = experts[j];
+    const MatrixRef gate = matrix(e.gate, op, "gate"), up = matrix(e.up, op, "up"),
+                    down = matrix(e.down, op, "down");
+    require(gate.type == gate0.type && gate.n_rows == gate0.n_rows && gate.n_cols == gate0.n_cols,
+            op, "gate " + shape(gate) + " differs from the first expert's " + shape(gate0));
+    require(up.n_rows == gate.n_rows && up.n_cols == gate.n_cols, op,
+            "up " + shape(up) + " does not match gate " + shape(gate));
+    require(down.n_cols == gate.n_rows && down.n_rows == gate.n_cols, op,
+            "down " + shape(down) + " does not fit gate " + shape(gate));
+    const int64_t m = n_tokens[j];
+    // Three GEMMs and the SiLU-gate kernel per expert: the clock the scheduler's cost model
+    // describes.
+    const double dur = cost_.matmul_us(gate.type, gate.n_rows, gate.n_cols, m) +
+                       cost_.matmul_us(up.type, up.n_rows, up.n_cols, m) +
+                       cost_.matmul_us(down.type, down.n_rows, down.n_cols, m) +
+                       cost_.elementwise_us(12.0 * static_cast<double>(m * gate.n_rows));
+    const float* xj = px + row0 * gate.n_cols;
+    float* sj = ps + 2 * row0 * gate.n_rows;
+    float* oj = po + row0 * gate.n_cols;
+    launch(Stream::Compute, "expert_ffn " + shape(gate) + " x" + str(m), dur,
+           {{"type", std::string(type_name(gate.type))},
+            {"n_ff", str(gate.n_rows)},
+            {"n_embd", str(gate.n_cols)},
+            {"tokens", str(m)}},
+           [=] { sim_expert_ffn(gate, up, down, xj, m, sj, oj); });
+    row0 += m;
+  }
 }
 
 void SimAccelerator::rms_norm(DeviceBuffer x, DeviceBuffer w, int64_t n_tokens, int64_t n,
