@@ -100,8 +100,10 @@ class Accelerator {
   // the CPU matmul does.
   virtual void matmul(const DeviceMatrix& w, DeviceBuffer x, int64_t n_tokens, DeviceBuffer y) = 0;
   // out[t] = down(silu(gate x[t]) * up x[t]); scratch needs 2 * n_tokens * gate.n_rows floats.
-  virtual void expert_ffn(const DeviceExpert& expert, DeviceBuffer x, int64_t n_tokens,
-                          DeviceBuffer scratch, DeviceBuffer out) = 0;
+  void expert_ffn(const DeviceExpert& expert, DeviceBuffer x, int64_t n_tokens,
+                  DeviceBuffer scratch, DeviceBuffer out) {
+    expert_ffn_batch(&expert, &n_tokens, 1, x, scratch, out);
+  }
   // The FFNs of several experts of one layer (same shapes and types) in one call: expert j
   // reads the n_tokens[j] rows of x that follow the rows of experts 0..j-1 and writes the same
   // rows of out; scratch needs 2 * (all rows) * n_ff floats. Results equal expert_ffn on each

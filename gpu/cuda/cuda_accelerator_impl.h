@@ -54,8 +54,6 @@ class CudaAcceleratorImpl final : public CudaAccelerator {
   void synchronize(Stream stream) override;
 
   void matmul(const DeviceMatrix& w, DeviceBuffer x, int64_t n_tokens, DeviceBuffer y) override;
-  void expert_ffn(const DeviceExpert& expert, DeviceBuffer x, int64_t n_tokens,
-                  DeviceBuffer scratch, DeviceBuffer out) override;
   void expert_ffn_batch(const DeviceExpert* experts, const int64_t* n_tokens, size_t n_experts,
                         DeviceBuffer x, DeviceBuffer scratch, DeviceBuffer out) override;
   void rms_norm(DeviceBuffer x, DeviceBuffer w, int64_t n_tokens, int64_t n, float eps,

@@ -139,12 +139,6 @@ void CudaAcceleratorImpl::matmul(const DeviceMatrix& w, DeviceBuffer x, int64_t 
   matmul_locked(m, px, n_tokens, py);
 }
 
-void CudaAcceleratorImpl::expert_ffn(const DeviceExpert& e, DeviceBuffer x, int64_t n_tokens,
-                                     DeviceBuffer scratch, DeviceBuffer out) {
-  const int64_t n = n_tokens;
-  expert_ffn_batch(&e, &n, 1, x, scratch, out);
-}
-
 // Each expert's rows through gate, up, SiLU and down. When every expert has few enough tokens
 // for the GEMV, each stage runs as one launch over all experts (activations quantized once for
 // gate and up): a decode step's experts cost five launches rather than eight per expert.

@@ -55,8 +55,6 @@ class SimAccelerator final : public Accelerator {
   double elapsed_us(Event start, Event end) override;
 
   void matmul(const DeviceMatrix& w, DeviceBuffer x, int64_t n_tokens, DeviceBuffer y) override;
-  void expert_ffn(const DeviceExpert& expert, DeviceBuffer x, int64_t n_tokens,
-                  DeviceBuffer scratch, DeviceBuffer out) override;
   void expert_ffn_batch(const DeviceExpert* experts, const int64_t* n_tokens, size_t n_experts,
                         DeviceBuffer x, DeviceBuffer scratch, DeviceBuffer out) override;
   void rms_norm(DeviceBuffer x, DeviceBuffer w, int64_t n_tokens, int64_t n, float eps,

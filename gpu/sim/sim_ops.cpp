@@ -54,12 +54,6 @@ void SimAccelerator::matmul(const DeviceMatrix& w, DeviceBuffer x, int64_t n_tok
          [m, px, py, n_tokens] { tandem::matmul(m, px, n_tokens, py, nullptr); });
 }
 
-void SimAccelerator::expert_ffn(const DeviceExpert& e, DeviceBuffer x, int64_t n_tokens,
-                                DeviceBuffer scratch, DeviceBuffer out) {
-  const int64_t n = n_tokens;
-  expert_ffn_batch(&e, &n, 1, x, scratch, out);
-}
-
 void SimAccelerator::expert_ffn_batch(const DeviceExpert* experts, const int64_t* n_tokens,
                                       size_t n_experts, DeviceBuffer x, DeviceBuffer scratch,
                                       DeviceBuffer out) {
