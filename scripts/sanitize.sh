@@ -2,8 +2,8 @@
 # Sanitizer runs of the test suite:
 #   asan: AddressSanitizer + UndefinedBehaviorSanitizer (with leak checks) over every test;
 #   tsan: ThreadSanitizer over the concurrent parts (batcher, server, sim accelerator streams,
-#         threaded matmul, hybrid pipeline, trace recorder; the node client test is left out:
-#         under TSan the server is too slow for the client's timeouts).
+#         threaded matmul, hybrid pipeline, side thread, trace recorder; the node client test
+#         is left out: under TSan the server is too slow for the client's timeouts).
 # Usage: scripts/sanitize.sh [asan|tsan|all]   (default all). Exits non-zero on any report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,5 +29,5 @@ if [[ $which == tsan || $which == all ]]; then
   build build-tsan thread
   TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/scripts/tsan.supp" \
     ctest --test-dir build-tsan --output-on-failure --parallel "$jobs" --timeout 900 \
-      -R "Batcher|Server|Sim|Trace|Matmul|Hybrid|Http|Arena" -E "Node"
+      -R "Batcher|Server|Sim|Trace|Matmul|Hybrid|Http|Arena|SideThread" -E "Node"
 fi
