@@ -224,6 +224,28 @@ void gemv_float_batch(const GemvBatchArgs& a, cudaStream_t stream) {
   CUDA_CHECK_LAUNCH("gemv_float_batch");
 }
 
+// Calls on_float or on_quant with the traits of `type` (an empty tag object; the one type
+// table of gpu/kernel_math.h), so each launcher instantiates one kernel per type.
+template <class OnFloat, class OnQuant>
+void dispatch_gemv(GgmlType type, const char* what, OnFloat&& on_float, OnQuant&& on_quant) {
+#define TANDEM_GEMV_FLOAT_CASE(name, traits) \
+  case GgmlType::name:                       \
+    return on_float(traits{});
+#define TANDEM_GEMV_QUANT_CASE(name, traits) \
+  case GgmlType::name:                       \
+    return on_quant(traits{});
+  switch (type) {
+    TANDEM_KMATH_FLOAT_TYPES(TANDEM_GEMV_FLOAT_CASE)
+    TANDEM_KMATH_QUANT_TYPES(TANDEM_GEMV_QUANT_CASE)
+    default:
+      break;
+  }
+#undef TANDEM_GEMV_FLOAT_CASE
+#undef TANDEM_GEMV_QUANT_CASE
+  throw AcceleratorError(std::string(what) + ": unsupported weight type " +
+                         std::string(type_name(type)));
+}
+
 }  // namespace
 
 void launch_quantize_activations(GgmlType act_type, const float* x, int64_t n_tokens,
@@ -255,22 +277,9 @@ void launch_gemv(const GemvArgs& args, cudaStream_t stream) {
     throw AcceleratorError("CUDA gemv: " + std::to_string(args.n_tokens) + " tokens outside 1.." +
                            std::to_string(kMaxGemvTokens));
   }
-  // The one dispatch table (gpu/kernel_math.h) instantiates one kernel per type.
-#define TANDEM_GEMV_FLOAT_CASE(name, traits) \
-  case GgmlType::name:                       \
-    return gemv_float<traits>(args, stream);
-#define TANDEM_GEMV_QUANT_CASE(name, traits) \
-  case GgmlType::name:                       \
-    return gemv_quant<traits>(args, stream);
-  switch (args.type) {
-    TANDEM_KMATH_FLOAT_TYPES(TANDEM_GEMV_FLOAT_CASE)
-    TANDEM_KMATH_QUANT_TYPES(TANDEM_GEMV_QUANT_CASE)
-    default:
-      break;
-  }
-#undef TANDEM_GEMV_FLOAT_CASE
-#undef TANDEM_GEMV_QUANT_CASE
-  throw AcceleratorError("CUDA gemv: unsupported weight type " + std::string(type_name(args.type)));
+  dispatch_gemv(
+      args.type, "CUDA gemv", [&](auto traits) { gemv_float<decltype(traits)>(args, stream); },
+      [&](auto traits) { gemv_quant<decltype(traits)>(args, stream); });
 }
 
 void launch_gemv_batch(const GemvBatchArgs& args, cudaStream_t stream) {
@@ -284,22 +293,10 @@ void launch_gemv_batch(const GemvBatchArgs& args, cudaStream_t stream) {
                              " tokens outside 1.." + std::to_string(kMaxGemvTokens));
     }
   }
-#define TANDEM_GEMV_FLOAT_CASE(name, traits) \
-  case GgmlType::name:                       \
-    return gemv_float_batch<traits>(args, stream);
-#define TANDEM_GEMV_QUANT_CASE(name, traits) \
-  case GgmlType::name:                       \
-    return gemv_quant_batch<traits>(args, stream);
-  switch (args.type) {
-    TANDEM_KMATH_FLOAT_TYPES(TANDEM_GEMV_FLOAT_CASE)
-    TANDEM_KMATH_QUANT_TYPES(TANDEM_GEMV_QUANT_CASE)
-    default:
-      break;
-  }
-#undef TANDEM_GEMV_FLOAT_CASE
-#undef TANDEM_GEMV_QUANT_CASE
-  throw AcceleratorError("CUDA gemv batch: unsupported weight type " +
-                         std::string(type_name(args.type)));
+  dispatch_gemv(
+      args.type, "CUDA gemv batch",
+      [&](auto traits) { gemv_float_batch<decltype(traits)>(args, stream); },
+      [&](auto traits) { gemv_quant_batch<decltype(traits)>(args, stream); });
 }
 
 }  // namespace tandem::cuda
