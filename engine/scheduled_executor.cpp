@@ -24,13 +24,6 @@
 namespace tandem {
 namespace {
 
-// "L<layer> <what>": the name of a layer's span in a trace.
-std::string layer_label(int32_t il, const char* what) {
-  char label[48];
-  std::snprintf(label, sizeof label, "L%d %s", il, what);
-  return label;
-}
-
 sched::ModelShape shape_of(const Model& model, uint64_t expert_bytes) {
   const ModelSpec& s = model.spec();
   const LayerWeights& w = model.layers().front();
@@ -154,7 +147,7 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
     const ModelSpec& s = model_.spec();
     const double now = host_us();
     // Host time of the scheduling itself, the queueing of device work and the wait for it.
-    ScopedSpan plan_span(trace_, layer_label(il, "plan"), "moe", "scheduler");
+    ScopedSpan plan_span(trace_, span_name(il, "plan"), "moe", "scheduler");
     situation_.jobs.clear();
     active_.clear();
     gate_sum_.assign(static_cast<size_t>(s.n_expert), 0.0f);
@@ -204,7 +197,7 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
         cost_.copy_us(static_cast<double>(slots_.slot_bytes()) * s.n_expert);
     const sched::LayerPlan plan = policy_.planner->plan(situation_);
     plan_span.finish();
-    ScopedSpan copy_span(trace_, layer_label(il, "copies"), "moe", "scheduler");
+    ScopedSpan copy_span(trace_, span_name(il, "copies"), "moe", "scheduler");
 
     cpu_groups_.clear();
     gpu_.clear();
@@ -253,7 +246,7 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
     if (il + 1 < model_.spec().n_layer) issue_prefetches(il + 1, now, plan, routing.n_tokens);
     copy_span.finish();
     const auto queue = [this, il, xn] {
-      ScopedSpan queue_span(trace_, layer_label(il, "queue"), "moe", "device queue");
+      ScopedSpan queue_span(trace_, span_name(il, "queue"), "moe", "device queue");
       runner_.enqueue(gpu_, xn);
     };
     // With experts on both sides the accelerator's work is queued from the side thread while
@@ -286,18 +279,18 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
     }
     if (beside) side_.join();
     if (!gpu_.empty()) {
-      ScopedSpan wait_span(trace_, layer_label(il, "wait"), "moe", "scheduler");
+      ScopedSpan wait_span(trace_, span_name(il, "wait"), "moe", "scheduler");
       runner_.finish(gpu_, routing, scratch.slot_out.data());
       wait_span.finish();
-      groups_.clear();
+      gpu_groups_.clear();
       for (const DeviceExpertRunner::Job& j : gpu_) {
         ++stats_.gpu_experts;
         stats_.gpu_tokens += j.group->token.size();
-        groups_.push_back(j.group);
+        gpu_groups_.push_back(j.group);
       }
       const double us = runner_.ffn_us();
       if (us > 0) stats_.gpu_expert_seconds += us / 1e6;
-      stats_.gpu_cost_observations += observe_shares(sched::Device::Gpu, groups_, us);
+      stats_.gpu_cost_observations += observe_shares(sched::Device::Gpu, gpu_groups_, us);
       stats_.gpu_cost_error = cost_.prediction_error(sched::Device::Gpu);
     }
     observe_copies();
@@ -355,6 +348,14 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
                     measured_us * shares_[i] / predicted);
     }
     return groups.size();
+  }
+
+  // "L<layer> <what>": a layer's span in the trace; nothing is formatted without one.
+  std::string span_name(int32_t il, const char* what) const {
+    if (!trace_) return {};
+    char name[48];
+    std::snprintf(name, sizeof name, "L%d %s", il, what);
+    return name;
   }
 
   // Predicted experts the layer did not use, and how many of them were cached anyway (cost no
@@ -495,7 +496,7 @@ class ScheduledExpertExecutor final : public ExpertExecutor {
   double pcie_free_at_us_ = 0.0;  // the copy stream's queued work is predicted to end then
   double attention_bytes_ = 0.0, attention_ops_per_token_ = 0.0;  // one layer's, for deadlines
   sched::LayerSituation situation_;
-  std::vector<const ExpertTokens*> active_, cpu_groups_, groups_;
+  std::vector<const ExpertTokens*> active_, cpu_groups_, gpu_groups_;
   std::vector<DeviceExpertRunner::Job> gpu_, from_prefetch_;
   std::vector<float> gate_sum_;
   std::vector<int32_t> tokens_of_;  // per expert: this layer's tokens routed to it
