@@ -78,7 +78,6 @@ class HostStaging {
   // At least n floats (contents not kept when it grows).
   float* reserve(size_t n);
   float* data() { return data_; }
-  bool page_locked() const { return registered_; }
 
  private:
   void free_buffer();

@@ -199,6 +199,7 @@ void CudaAcceleratorImpl::expert_ffn_batch(const DeviceExpert* experts, const in
     return q;
   };
   const auto stage = [&](const std::vector<RowSource>& w, const void* a, float* y) {
+    int64_t row0 = 0;  // the first row of expert j0
     for (size_t j0 = 0; j0 < w.size(); j0 += kMaxGemvBatch) {
       GemvBatchArgs b{};
       b.type = w[0].type;
@@ -207,8 +208,6 @@ void CudaAcceleratorImpl::expert_ffn_batch(const DeviceExpert* experts, const in
       b.n_cols = w[0].n_cols;
       b.act = a;
       b.y = y;
-      int64_t row0 = 0;
-      for (size_t j = 0; j < j0; ++j) row0 += n_tokens[j];
       b.n_matrices = static_cast<int>(std::min<size_t>(kMaxGemvBatch, w.size() - j0));
       for (int k = 0; k < b.n_matrices; ++k) {
         b.w[k] = w[j0 + k].base;
