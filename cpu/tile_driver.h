@@ -26,6 +26,24 @@ constexpr int64_t kStreamAheadBytes = 6144;
 // Rows a decode pass (one token) walks together when the row kernel offers `rows<NR>`.
 constexpr int kDecodeRows = 4;
 
+// Starts a forward stream over [begin, end): asks for its first kStreamAheadBytes at once. A
+// chunk of rows usually starts where nothing was prefetched (another expert, another thread's
+// rows), and waiting for those lines one demand miss at a time, until the stream-ahead requests
+// cover them, cost 8-15% of decode on small chunks (768-row Q4_K experts in 192-row chunks, 2
+// threads; with the end clamp of stream_prefetch_target).
+inline void prefetch_stream_start(const void* begin, const void* end) {
+  const char* p = static_cast<const char*>(begin);
+  const char* stop = std::min(static_cast<const char*>(end), p + kStreamAheadBytes);
+  for (; p < stop; p += 64) __builtin_prefetch(p, 0, 3);
+}
+
+// The line a stream at p asks for: kStreamAheadBytes on, but never past the stream's end, where
+// the requests would be DRAM traffic for lines nobody reads (the next chunk is elsewhere).
+inline const void* stream_prefetch_target(const void* p, const void* end) {
+  const char* ahead = static_cast<const char*>(p) + kStreamAheadBytes;
+  return ahead < static_cast<const char*>(end) ? ahead : p;
+}
+
 // Requests the kLines cache lines from kStreamAheadBytes past p. Prefetches never fault, so
 // running past the end of a matrix is harmless.
 template <int kLines>
@@ -41,6 +59,9 @@ template <template <int> class RowKernel>
 void run_tiles(const MatrixRef& w, const ActPack& a, int64_t r_lo, int64_t r_hi, int64_t t_lo,
                int64_t t_hi, float* y, int64_t y_stride) {
   const auto* base = static_cast<const uint8_t*>(w.data);
+  // Few tokens stream the rows once from DRAM (many tokens reuse each row from the cache).
+  if (t_hi - t_lo <= kTokenTile)
+    prefetch_stream_start(base + r_lo * w.row_stride, base + r_hi * w.row_stride);
   if constexpr (requires { &RowKernel<1>::template rows<kDecodeRows>; }) {
     if (t_hi - t_lo == 1) {  // decode: one token, kDecodeRows rows per pass
       int64_t r = r_lo;

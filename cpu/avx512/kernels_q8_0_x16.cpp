@@ -36,7 +36,7 @@ inline const uint8_t* block_scales(const uint8_t* group, int64_t b) {
 // NT tokens against one group of 16 interleaved rows, straight from the weights.
 template <int NT>
 void q8_0_x16_tokens(const uint8_t* group, int64_t nb, const ActPack& a, int64_t t0, float* y,
-                     int64_t y_stride) {
+                     int64_t y_stride, const uint8_t* stream_end) {
   const __m512i k128 = _mm512_set1_epi8(static_cast<char>(0x80));
   __m512 acc[NT];
   for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
@@ -47,6 +47,7 @@ void q8_0_x16_tokens(const uint8_t* group, int64_t nb, const ActPack& a, int64_t
       s[t] = _mm512_set1_epi32(a.block_bias[(t0 + t) * a.block_bias_stride + b]);
 #pragma GCC unroll 8
     for (int g = 0; g < 8; ++g) {
+      __builtin_prefetch(stream_prefetch_target(q + 64 * g, stream_end), 0, 3);
       const __m512i w = _mm512_xor_si512(_mm512_loadu_si512(q + 64 * g), k128);
       for (int t = 0; t < NT; ++t) {
         int32_t four;
@@ -92,8 +93,8 @@ struct Q8_0Interleaved {
   }
   template <int NT>
   static void direct(const uint8_t* group, int64_t nb, const ActPack& a, int64_t t0, float* y,
-                     int64_t y_stride) {
-    q8_0_x16_tokens<NT>(group, nb, a, t0, y, y_stride);
+                     int64_t y_stride, const uint8_t* stream_end) {
+    q8_0_x16_tokens<NT>(group, nb, a, t0, y, y_stride, stream_end);
   }
 };
 

@@ -71,7 +71,8 @@ void run_strips(const MatrixRef& w, const ActPack& a, int64_t r_lo, int64_t r_hi
 //   kName, kBlockElems, kBytesPerBlock, kMaxTile   as above;
 //   expand(group, nb, buf)                               the group's strip, without gathers;
 //   strip<NT>(buf, nb, act, t0, y, y_stride)             the strip's token tile;
-//   direct<NT>(group, nb, act, t0, y, y_stride)          a token tile straight from the group.
+//   direct<NT>(group, nb, act, t0, y, y_stride, end)     a token tile straight from the group;
+//                                                        `end`: where this call's rows end.
 // Many tokens expand each group once for all token tiles; few run straight from the weights.
 // Rows [r_lo, r_hi) are whole groups (the matmul drivers split at FastKernel::row_block).
 template <class Interleaved>
@@ -86,6 +87,8 @@ void run_interleaved(const MatrixRef& w, const ActPack& a, int64_t r_lo, int64_t
   const auto* base = static_cast<const uint8_t*>(w.data);
   uint8_t* buf =
       t_hi - t_lo >= kStripMinTokens ? strip_buffer(nb * Interleaved::kBytesPerBlock) : nullptr;
+  const uint8_t* stream_end = base + r_hi * w.row_stride;
+  if (!buf) prefetch_stream_start(base + r_lo * w.row_stride, stream_end);
   for (int64_t r0 = r_lo; r0 < r_hi; r0 += kInterleaveRows) {
     const uint8_t* group = base + r0 * w.row_stride;
     float* yr = y + r0;
@@ -99,18 +102,19 @@ void run_interleaved(const MatrixRef& w, const ActPack& a, int64_t r_lo, int64_t
       for (; t < t_hi; ++t) Interleaved::template strip<1>(buf, nb, a, t, yr, y_stride);
       continue;
     }
-    for (; t + 4 <= t_hi; t += 4) Interleaved::template direct<4>(group, nb, a, t, yr, y_stride);
+    for (; t + 4 <= t_hi; t += 4)
+      Interleaved::template direct<4>(group, nb, a, t, yr, y_stride, stream_end);
     // The last 1-3 tokens (a few sequences decoding together) in one pass over the group, not
     // one pass per token: one matrix of 768 x 2048, 2 tokens, one thread took 1.4-1.5x less.
     switch (t_hi - t) {
       case 3:
-        Interleaved::template direct<3>(group, nb, a, t, yr, y_stride);
+        Interleaved::template direct<3>(group, nb, a, t, yr, y_stride, stream_end);
         break;
       case 2:
-        Interleaved::template direct<2>(group, nb, a, t, yr, y_stride);
+        Interleaved::template direct<2>(group, nb, a, t, yr, y_stride, stream_end);
         break;
       case 1:
-        Interleaved::template direct<1>(group, nb, a, t, yr, y_stride);
+        Interleaved::template direct<1>(group, nb, a, t, yr, y_stride, stream_end);
         break;
       default:
         break;
