@@ -62,9 +62,9 @@ void q4_k_x16_tokens(const uint8_t* group, int64_t nb, const ActPack& a, int64_t
   for (int64_t i = 0; i < nb; ++i) {
     const uint8_t* blk = group + i * kGroupBlockBytes;
     const int64_t sc = offsetof(BlockQ4K, scales);
-    __m512i scale[8], min[8];
-    k4_scales_mins(stream_word(blk, sc, stream_end), stream_word(blk, sc + 4, stream_end),
-                   stream_word(blk, sc + 8, stream_end), scale, min);
+    __m512i scale[8], min_pair[4];
+    k4_scales_min_pairs(stream_word(blk, sc, stream_end), stream_word(blk, sc + 4, stream_end),
+                        stream_word(blk, sc + 8, stream_end), scale, min_pair);
     __m512i scaled[NT], mins[NT];
     for (int t = 0; t < NT; ++t) scaled[t] = mins[t] = _mm512_setzero_si512();
       // Bytes 32c..32c+31 of qs: low nibbles are sub-block 2c, high nibbles sub-block 2c+1. The
@@ -98,7 +98,7 @@ void q4_k_x16_tokens(const uint8_t* group, int64_t nb, const ActPack& a, int64_t
     }
     for (int t = 0; t < NT; ++t) scaled[t] = _mm512_srai_epi32(scaled[t], 4);
     for (int q = 0; q < 4; ++q) {
-      const __m512i mp = k4_min_pair(min, q);
+      const __m512i mp = min_pair[q];
       for (int t = 0; t < NT; ++t) {
         int32_t pair;
         std::memcpy(&pair, a.sums + (t0 + t) * a.sums_stride + i * 8 + 2 * q, 4);
