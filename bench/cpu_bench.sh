@@ -6,7 +6,8 @@
 #
 # Environment: TYPES (default "q8_0 q4_k"), THREADS (default: physical cores), REPS (3),
 # ROUNDS (2: each tool runs ROUNDS times, alternating, and the best round counts),
-# PROMPT (512), GEN (128), MODELS_DIR (models/). The bench models are generated on first use
+# PROMPT (512; 0 skips prefill), GEN (128; 0 skips decode), MODELS_DIR (models/).
+# The bench models are generated on first use
 # with `tandem gen-model --preset bench` (~6 GB in Q8_0, ~3.5 GB in Q4_K).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,7 +42,10 @@ for type in $TYPES; do
       "$LLAMA_BENCH" -m "$model" -p "$PROMPT" -n "$GEN" -t "$THREADS" -r "$REPS" -o json > "$out/llama-$type-$round.json" 2>/dev/null
     fi
   done
-  for test in "pp$PROMPT" "tg$GEN"; do
+  tests=()
+  [[ "$PROMPT" != 0 ]] && tests+=("pp$PROMPT")
+  [[ "$GEN" != 0 ]] && tests+=("tg$GEN")
+  for test in "${tests[@]}"; do
     t=$(for f in "$out"/tandem-"$type"-*.json; do best "$f"; done | awk -v t="$test" '$1==t {print $2}' | sort -g | tail -1)
     l="-"; ratio="-"
     if [[ -n "${LLAMA_BENCH:-}" ]]; then
