@@ -14,6 +14,10 @@
 namespace tandem {
 namespace {
 
+// At most this many tokens a product streams its weights once from DRAM (decode, a few
+// sequences decoding together); more tokens reuse each row from the cache.
+constexpr int64_t kFewTokens = 4;
+
 void check_matrix(const MatrixRef& w) {
   const TypeTraits& t = traits(w.type);
   if (w.n_cols % t.block_elems != 0) {
@@ -89,13 +93,20 @@ void dot_rows_ref(const MatrixRef& w, const uint8_t* act, int64_t act_stride, in
   }
 }
 
-// Rows per parallel chunk: about 16 chunks per thread, in whole 16-row blocks once chunks are
-// that large (the kernels' row block). Threads seldom stream at the same speed (a shared or
-// virtual machine), and a thread that runs out of chunks waits at the join; small chunks keep
-// that wait short while each chunk is still a long forward stream (the output head's 150k rows
-// make 5k-row chunks).
-int64_t row_grain(int64_t n_rows, int n_threads) {
-  const int64_t chunks = 16 * static_cast<int64_t>(n_threads);
+// Parallel chunks per thread. Threads seldom stream at the same speed (a shared or virtual
+// machine), and a thread that runs out of chunks waits at the join; small chunks keep that wait
+// short. But every chunk is a stream of its own that starts from DRAM's latency, and few tokens
+// (decode) are bound by the stream, not by arithmetic: there a quarter as many chunks measured
+// faster (Q4_K bench decode, steps alternating in one process: attention projections 3-7%,
+// experts 1-2%, 1-3.5% in all).
+int64_t chunks_per_thread(int64_t n_tokens) {
+  return n_tokens <= kFewTokens ? 4 : 16;
+}
+
+// Rows per parallel chunk, in whole 16-row blocks once chunks are that large (the kernels' row
+// block).
+int64_t row_grain(int64_t n_rows, int n_threads, int64_t n_tokens) {
+  const int64_t chunks = chunks_per_thread(n_tokens) * static_cast<int64_t>(n_threads);
   const int64_t grain = (n_rows + chunks - 1) / chunks;
   return grain < 16 ? std::max<int64_t>(grain, 1) : (grain + 15) / 16 * 16;
 }
@@ -120,7 +131,8 @@ void matmul_fast(const FastKernel& k, const MatrixRef& w, const float* x, int64_
   // The loop runs over the kernel's row blocks: parallel_for halves ranges, so only whole
   // units keep every chunk on a block boundary.
   const int64_t rb = k.row_block, n_blocks = (w.n_rows + rb - 1) / rb;
-  arena->parallel_for(0, n_blocks, std::max<int64_t>(1, row_grain(w.n_rows, n_threads) / rb),
+  arena->parallel_for(0, n_blocks,
+                      std::max<int64_t>(1, row_grain(w.n_rows, n_threads, n_tokens) / rb),
                       [&](int64_t lo, int64_t hi) { run(lo * rb, std::min(hi * rb, w.n_rows)); });
 }
 
@@ -153,7 +165,7 @@ void matmul(const MatrixRef& w, const float* x, int64_t n_tokens, float* y, CpuA
   const uint8_t* act = quantize_activations(w, x, n_tokens, &act_stride);
   auto run = [&](int64_t lo, int64_t hi) { dot_rows_ref(w, act, act_stride, n_tokens, y, lo, hi); };
   if (!arena || arena->n_threads() == 1) return run(0, w.n_rows);
-  arena->parallel_for(0, w.n_rows, row_grain(w.n_rows, arena->n_threads()), run);
+  arena->parallel_for(0, w.n_rows, row_grain(w.n_rows, arena->n_threads(), n_tokens), run);
 }
 
 void matmul_many(std::span<const MatmulJob> jobs, CpuArena* arena) {
@@ -214,13 +226,17 @@ void matmul_many(std::span<const MatmulJob> jobs, CpuArena* arena) {
     }
   };
   const int n_threads = arena ? arena->n_threads() : 1;
-  // Rows of all jobs in chunks: about 32 per thread over the whole batch, in 16-row blocks (see
-  // row_grain: short waits at the join; a decode step's gate and up products make 192-row
-  // chunks).
-  int64_t total_rows = 0;
-  for (const MatmulJob& job : jobs) total_rows += job.n_tokens > 0 ? job.w.n_rows : 0;
+  // Rows of all jobs in chunks: twice chunks_per_thread over the whole batch, in 16-row blocks
+  // (chunks end at a job's last row too; a decode step's gate and up products make 768-row
+  // chunks, one per expert matrix).
+  int64_t total_rows = 0, max_tokens = 0;
+  for (const MatmulJob& job : jobs) {
+    total_rows += job.n_tokens > 0 ? job.w.n_rows : 0;
+    max_tokens = std::max(max_tokens, job.n_tokens);
+  }
   // 16 is also the largest FastKernel::row_block, so chunks start at whole row blocks.
-  const int64_t grain = std::max<int64_t>(16, (total_rows / (32 * n_threads) + 15) / 16 * 16);
+  const int64_t per_thread = 2 * chunks_per_thread(max_tokens);
+  const int64_t grain = std::max<int64_t>(16, (total_rows / (per_thread * n_threads) + 15) / 16 * 16);
   struct Chunk {
     size_t job;
     int64_t lo, hi;

@@ -21,8 +21,11 @@ constexpr int64_t kRowBlock = 16;
 // asks, for each cache line it consumes, for the line kStreamAheadBytes further on: a steady
 // trickle of requests that keeps DRAM busy. On the bench model (Q8_0, 2 threads, before Q8_0
 // decode moved to rows<NR>) decode went from 11.4 tokens/s without it to ~16 (a burst of whole
-// rows 4 rows ahead gave 14.8); 2-8 KiB ahead all measured alike.
-constexpr int64_t kStreamAheadBytes = 6144;
+// rows 4 rows ahead gave 14.8); 2-8 KiB ahead all measured alike then. Once the x16 kernels
+// made Q4_K decode bandwidth-bound, 3 KiB measured best: Q4_K bench decode 1-3% faster than
+// 6 KiB (and 1% in Q8_0) with steps alternating between the two in one process; 1.5, 2 and
+// 4 KiB measured 0-3% slower, 12 KiB 1-2% slower, and prefetching to L2 only (T1) much slower.
+constexpr int64_t kStreamAheadBytes = 3072;
 // Rows a decode pass (one token) walks together when the row kernel offers `rows<NR>`.
 constexpr int kDecodeRows = 4;
 
