@@ -1,8 +1,13 @@
 #include "cpu/ops.h"
 
 #include <cmath>
+#include <vector>
+
+#include "cpu/cpu_features.h"
 
 namespace tandem {
+
+void swiglu_avx512(const float* gate, const float* up, int64_t n, float* out);  // cpu/avx512/
 
 void rms_norm(const float* x, const float* w, int64_t n, float eps, float* y) {
   double sum = 0.0;
@@ -16,20 +21,33 @@ void rms_norm(const float* x, const float* w, int64_t n, float eps, float* y) {
   }
 }
 
-void rope(float* head, int64_t n_rot, int32_t pos, float freq_base, float freq_scale, bool neox) {
+void rope_angles(int64_t n_rot, int32_t pos, float freq_base, float freq_scale, float* cos_sin) {
   const float theta_scale = std::pow(freq_base, -2.0f / static_cast<float>(n_rot));
   float theta = static_cast<float>(pos);
+  for (int64_t i = 0; i < n_rot / 2; ++i) {
+    const float angle = freq_scale * theta;
+    cos_sin[2 * i] = std::cos(angle);
+    cos_sin[2 * i + 1] = std::sin(angle);
+    theta *= theta_scale;
+  }
+}
+
+void rope_rotate(float* head, int64_t n_rot, const float* cos_sin, bool neox) {
   const int64_t half = n_rot / 2;
   for (int64_t i = 0; i < half; ++i) {
-    const float angle = freq_scale * theta;
-    const float c = std::cos(angle), s = std::sin(angle);
+    const float c = cos_sin[2 * i], s = cos_sin[2 * i + 1];
     float* a = neox ? head + i : head + 2 * i;
     float* b = neox ? head + i + half : head + 2 * i + 1;
     const float x0 = *a, x1 = *b;
     *a = x0 * c - x1 * s;
     *b = x0 * s + x1 * c;
-    theta *= theta_scale;
   }
+}
+
+void rope(float* head, int64_t n_rot, int32_t pos, float freq_base, float freq_scale, bool neox) {
+  std::vector<float> cos_sin(static_cast<size_t>(n_rot));
+  rope_angles(n_rot, pos, freq_base, freq_scale, cos_sin.data());
+  rope_rotate(head, n_rot, cos_sin.data(), neox);
 }
 
 void softmax(float* x, int64_t n) {
@@ -45,5 +63,14 @@ void softmax(float* x, int64_t n) {
 }
 
 float silu(float x) { return x / (1.0f + std::exp(-x)); }
+
+void swiglu_ref(const float* gate, const float* up, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = silu(gate[i]) * up[i];
+}
+
+void swiglu(const float* gate, const float* up, int64_t n, float* out) {
+  static const auto chosen = cpu_features().has_avx512_kernels() ? swiglu_avx512 : swiglu_ref;
+  chosen(gate, up, n, out);
+}
 
 }  // namespace tandem

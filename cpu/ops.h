@@ -14,11 +14,20 @@ void rms_norm(const float* x, const float* w, int64_t n, float eps, float* y);
 // rotate. neox: pairs (i, i + n_rot/2); otherwise adjacent pairs (2i, 2i+1).
 // Angles: pos * freq_scale * base^(-2i/n_rot), built by repeated multiplication like ggml.
 void rope(float* head, int64_t n_rot, int32_t pos, float freq_base, float freq_scale, bool neox);
+// rope() in two steps, so that every head of a token shares one table: cos_sin[2i], cos_sin[2i+1]
+// = cos and sin of angle i (n_rot floats in all), then the rotation with them.
+void rope_angles(int64_t n_rot, int32_t pos, float freq_base, float freq_scale, float* cos_sin);
+void rope_rotate(float* head, int64_t n_rot, const float* cos_sin, bool neox);
 
 // Numerically stable softmax in place (max subtracted, sum in double).
 void softmax(float* x, int64_t n);
 
 // x * sigmoid(x)
 float silu(float x);
+
+// out[i] = silu(gate[i]) * up[i]; out may alias gate or up. swiglu_ref is the scalar form (for
+// tests); swiglu runs the AVX-512 form where the CPU has it (e^x to about 1 ulp, like ggml's).
+void swiglu(const float* gate, const float* up, int64_t n, float* out);
+void swiglu_ref(const float* gate, const float* up, int64_t n, float* out);
 
 }  // namespace tandem

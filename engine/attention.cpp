@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "cpu/arena.h"
 #include "cpu/attention_kernels.h"
@@ -52,7 +53,10 @@ void normalize_and_rotate_qk(const ModelSpec& s, const LayerWeights& w,
   const bool neox = s.rope_style == RopeStyle::Neox;
   const auto* qn = reinterpret_cast<const float*>(w.q_norm.data);
   const auto* kn = reinterpret_cast<const float*>(w.k_norm.data);
+  thread_local std::vector<float> cos_sin;
+  cos_sin.resize(static_cast<size_t>(s.n_rot));
   for (size_t t = 0; t < batch.size(); ++t) {
+    rope_angles(s.n_rot, batch[t].pos, s.rope_freq_base, s.rope_freq_scale, cos_sin.data());
     float* qt = q + t * s.q_dim();
     float* kt = k + t * s.kv_dim();
     if (s.qk_norm == QkNorm::Full) {
@@ -62,12 +66,12 @@ void normalize_and_rotate_qk(const ModelSpec& s, const LayerWeights& w,
     for (int32_t h = 0; h < s.n_head; ++h) {
       float* head = qt + h * s.head_dim;
       if (s.qk_norm == QkNorm::PerHead) rms_norm(head, qn, s.head_dim, s.rms_eps, head);
-      rope(head, s.n_rot, batch[t].pos, s.rope_freq_base, s.rope_freq_scale, neox);
+      rope_rotate(head, s.n_rot, cos_sin.data(), neox);
     }
     for (int32_t h = 0; h < s.n_head_kv; ++h) {
       float* head = kt + h * s.head_dim;
       if (s.qk_norm == QkNorm::PerHead) rms_norm(head, kn, s.head_dim, s.rms_eps, head);
-      rope(head, s.n_rot, batch[t].pos, s.rope_freq_base, s.rope_freq_scale, neox);
+      rope_rotate(head, s.n_rot, cos_sin.data(), neox);
     }
   }
 }

@@ -25,11 +25,6 @@ void grow(std::vector<float>& v, size_t n) {
   if (v.size() < n) v.resize(n);
 }
 
-// act[i] = silu(gate[i]) * up[i]
-void swiglu(const float* gate, const float* up, int64_t n, float* act) {
-  for (int64_t i = 0; i < n; ++i) act[i] = silu(gate[i]) * up[i];
-}
-
 }  // namespace
 
 void compute_routing(const ModelSpec& spec, const LayerWeights& w, const float* xn,

@@ -20,7 +20,7 @@ void sim_expert_ffn(const MatrixRef& gate, const MatrixRef& up, const MatrixRef&
   float* u = scratch + n;
   matmul(gate, x, n_tokens, g, nullptr);
   matmul(up, x, n_tokens, u, nullptr);
-  for (int64_t i = 0; i < n; ++i) g[i] = silu(g[i]) * u[i];
+  swiglu(g, u, n, g);  // the CPU engine's function: the sim computes what the CPU would
   matmul(down, g, n_tokens, out, nullptr);
 }
 

@@ -1,0 +1,110 @@
+// Element-wise ops of the forward pass: the dispatched (AVX-512) forms against the scalar
+// references, and the two-step RoPE against the one-call form.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "cpu/attention_kernels.h"
+#include "cpu/cpu_features.h"
+#include "cpu/ops.h"
+
+namespace tandem {
+namespace {
+
+std::vector<float> random_floats(std::mt19937& rng, size_t n, float scale) {
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+// Relative error, with an absolute floor for results near zero (silu of very negative inputs).
+void expect_close(float got, float want, float rel, const char* what, size_t i) {
+  if (std::isnan(want)) {
+    EXPECT_TRUE(std::isnan(got)) << what << "[" << i << "]";
+    return;
+  }
+  if (std::isinf(want)) {
+    EXPECT_EQ(got, want) << what << "[" << i << "]";
+    return;
+  }
+  EXPECT_LE(std::fabs(got - want), rel * std::fabs(want) + 1e-30f)
+      << what << "[" << i << "]: " << got << " vs " << want;
+}
+
+TEST(Ops, SwigluMatchesReference) {
+  if (!cpu_features().has_avx512_kernels())
+    GTEST_SKIP() << "no AVX-512 here: swiglu runs the reference";
+  std::mt19937 rng(5);
+  // Odd lengths run the masked tail; the scales reach the clamp of e^x (|x| > 103).
+  for (size_t n : {1u, 15u, 16u, 17u, 257u, 6144u}) {
+    for (float scale : {0.1f, 3.0f, 40.0f}) {
+      std::vector<float> gate = random_floats(rng, n, scale), up = random_floats(rng, n, 1.0f);
+      if (n > 8) {
+        gate[0] = 0.0f;
+        gate[1] = -0.0f;
+        gate[2] = 150.0f;
+        gate[3] = -150.0f;
+        gate[4] = std::numeric_limits<float>::infinity();
+        gate[5] = std::numeric_limits<float>::quiet_NaN();
+        gate[6] = 1e-30f;
+      }
+      std::vector<float> got(n), want(n);
+      swiglu(gate.data(), up.data(), static_cast<int64_t>(n), got.data());
+      swiglu_ref(gate.data(), up.data(), static_cast<int64_t>(n), want.data());
+      for (size_t i = 0; i < n; ++i) expect_close(got[i], want[i], 1e-6f, "swiglu", i);
+      // In place, as the engine calls it (out aliases gate).
+      swiglu(gate.data(), up.data(), static_cast<int64_t>(n), gate.data());
+      for (size_t i = 0; i < n; ++i) EXPECT_EQ(std::isnan(gate[i]) || gate[i] == got[i], true) << i;
+    }
+  }
+}
+
+TEST(Ops, RopeInTwoStepsEqualsRope) {
+  std::mt19937 rng(6);
+  for (bool neox : {false, true}) {
+    for (int64_t n_rot : {2, 64, 128}) {
+      for (int32_t pos : {0, 1, 37, 4095}) {
+        const std::vector<float> head = random_floats(rng, 128, 1.0f);
+        std::vector<float> one = head, two = head, cos_sin(static_cast<size_t>(n_rot));
+        rope(one.data(), n_rot, pos, 1e6f, 0.5f, neox);
+        rope_angles(n_rot, pos, 1e6f, 0.5f, cos_sin.data());
+        rope_rotate(two.data(), n_rot, cos_sin.data(), neox);
+        for (size_t i = 0; i < head.size(); ++i) ASSERT_EQ(one[i], two[i]) << i;
+        for (size_t i = static_cast<size_t>(n_rot); i < head.size(); ++i)
+          ASSERT_EQ(one[i], head[i]) << "dims past n_rot must not move";
+      }
+    }
+  }
+}
+
+TEST(Ops, AttentionKernelsMatchReference) {
+  const AttentionKernels& fast = attention_kernels();
+  const AttentionKernels& ref = attention_kernels_ref();
+  if (&fast == &ref) GTEST_SKIP() << "no AVX-512 here: attention runs the reference";
+  std::mt19937 rng(7);
+  for (int64_t dim : {64, 80, 128}) {
+    for (int64_t n_pos : {1, 17, 300}) {
+      const int64_t stride = 2 * dim + 16;
+      const std::vector<float> q = random_floats(rng, static_cast<size_t>(dim), 1.0f);
+      const std::vector<float> k = random_floats(rng, static_cast<size_t>(stride * n_pos), 1.0f);
+      std::vector<float> got(static_cast<size_t>(n_pos)), want(got.size());
+      fast.scores_f32(q.data(), k.data(), stride, n_pos, dim, 0.125f, got.data());
+      ref.scores_f32(q.data(), k.data(), stride, n_pos, dim, 0.125f, want.data());
+      for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-5f) << i;
+      fast.softmax(got.data(), n_pos);
+      ref.softmax(want.data(), n_pos);
+      for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-6f) << i;
+      std::vector<float> out_fast(static_cast<size_t>(dim)), out_ref(out_fast.size());
+      fast.weighted_sum_f32(want.data(), k.data(), stride, n_pos, dim, out_fast.data());
+      ref.weighted_sum_f32(want.data(), k.data(), stride, n_pos, dim, out_ref.data());
+      for (size_t i = 0; i < out_fast.size(); ++i) EXPECT_NEAR(out_fast[i], out_ref[i], 1e-5f) << i;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace tandem
