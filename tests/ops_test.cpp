@@ -3,12 +3,15 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "cpu/attention_kernels.h"
 #include "cpu/cpu_features.h"
+#include "cpu/half.h"
 #include "cpu/ops.h"
 
 namespace tandem {
@@ -94,6 +97,7 @@ TEST(Ops, AttentionKernelsMatchReference) {
       std::vector<float> got(static_cast<size_t>(n_pos)), want(got.size());
       fast.scores_f32(q.data(), k.data(), stride, n_pos, dim, 0.125f, got.data());
       ref.scores_f32(q.data(), k.data(), stride, n_pos, dim, 0.125f, want.data());
+      SCOPED_TRACE("dim " + std::to_string(dim) + ", " + std::to_string(n_pos) + " positions");
       for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-5f) << i;
       fast.softmax(got.data(), n_pos);
       ref.softmax(want.data(), n_pos);
@@ -102,6 +106,17 @@ TEST(Ops, AttentionKernelsMatchReference) {
       fast.weighted_sum_f32(want.data(), k.data(), stride, n_pos, dim, out_fast.data());
       ref.weighted_sum_f32(want.data(), k.data(), stride, n_pos, dim, out_ref.data());
       for (size_t i = 0; i < out_fast.size(); ++i) EXPECT_NEAR(out_fast[i], out_ref[i], 1e-5f) << i;
+      // The same with an f16 cache.
+      std::vector<uint16_t> k16(k.size());
+      for (size_t i = 0; i < k.size(); ++i) k16[i] = fp32_to_fp16(k[i]);
+      fast.scores_f16(q.data(), k16.data(), stride, n_pos, dim, 0.125f, got.data());
+      ref.scores_f16(q.data(), k16.data(), stride, n_pos, dim, 0.125f, want.data());
+      for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-5f) << "f16 " << i;
+      ref.softmax(want.data(), n_pos);
+      fast.weighted_sum_f16(want.data(), k16.data(), stride, n_pos, dim, out_fast.data());
+      ref.weighted_sum_f16(want.data(), k16.data(), stride, n_pos, dim, out_ref.data());
+      for (size_t i = 0; i < out_fast.size(); ++i)
+        EXPECT_NEAR(out_fast[i], out_ref[i], 1e-5f) << "f16 " << i;
     }
   }
 }

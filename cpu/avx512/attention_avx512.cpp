@@ -33,11 +33,48 @@ inline __m512 load_tail(const uint16_t* p, __mmask16 m) {
   return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
 }
 
+// Lane j of the result = the sum of v[j]'s lanes: four levels of pairwise adds across vectors.
+inline __m512 transpose_sum16(const __m512 v[16]) {
+  __m512 pairs[8], quads[4], octs[2];
+  for (int j = 0; j < 8; ++j) {  // per 128-bit lane: v2j(0+2), v2j+1(0+2), v2j(1+3), v2j+1(1+3)
+    pairs[j] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * j], v[2 * j + 1]),
+                             _mm512_unpackhi_ps(v[2 * j], v[2 * j + 1]));
+  }
+  for (int j = 0; j < 4; ++j) {  // per 128-bit lane: the 128-bit lane's sums of v4j..v4j+3
+    const __m512d a = _mm512_castps_pd(pairs[2 * j]), b = _mm512_castps_pd(pairs[2 * j + 1]);
+    quads[j] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)),
+                             _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
+  }
+  for (int j = 0; j < 2; ++j) {  // 128-bit lanes L0+L1, L2+L3 of quads 2j, then of quads 2j+1
+    octs[j] = _mm512_add_ps(_mm512_shuffle_f32x4(quads[2 * j], quads[2 * j + 1], 0x88),
+                            _mm512_shuffle_f32x4(quads[2 * j], quads[2 * j + 1], 0xDD));
+  }
+  return _mm512_add_ps(_mm512_shuffle_f32x4(octs[0], octs[1], 0x88),
+                       _mm512_shuffle_f32x4(octs[0], octs[1], 0xDD));
+}
+
 template <class K>
 void scores(const float* q, const K* k, int64_t stride, int64_t n_pos, int64_t dim, float scale, float* out) {
   const int64_t full = dim & ~int64_t{15};
   const __mmask16 tail = static_cast<__mmask16>((1u << (dim - full)) - 1);
-  for (int64_t p = 0; p < n_pos; ++p) {
+  int64_t p = 0;
+  // 16 positions at a time: 16 independent FMA chains and one shared reduction, where one
+  // position at a time waits on its chain and its own horizontal sum (decode attention took
+  // ~2.5% of a Q4_K bench step at 128 tokens of context that way).
+  if (!tail) {
+    const __m512 vscale = _mm512_set1_ps(scale);
+    for (; p + 16 <= n_pos; p += 16) {
+      __m512 acc[16];
+      for (int j = 0; j < 16; ++j) acc[j] = _mm512_setzero_ps();
+      for (int64_t i = 0; i < dim; i += 16) {
+        const __m512 qi = _mm512_loadu_ps(q + i);
+        for (int j = 0; j < 16; ++j)
+          acc[j] = _mm512_fmadd_ps(qi, load_row(k + (p + j) * stride + i), acc[j]);
+      }
+      _mm512_storeu_ps(out + p, _mm512_mul_ps(transpose_sum16(acc), vscale));
+    }
+  }
+  for (; p < n_pos; ++p) {
     const K* row = k + p * stride;
     __m512 acc = _mm512_setzero_ps();
     for (int64_t i = 0; i < full; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + i), load_row(row + i), acc);
