@@ -43,13 +43,22 @@ struct InterleavedK4Rows {
   }
 };
 
-// Decode streams the group once; like the row kernels (tile_driver.h), each line it reads asks
-// for the line kStreamAheadBytes further on (not past the chunk's end), which keeps enough
-// requests in flight.
-inline __m512i stream_word(const uint8_t* group_block, int64_t offset, const uint8_t* stream_end) {
-  const uint8_t* p = word_address(group_block, offset);
-  __builtin_prefetch(stream_prefetch_target(p, stream_end), 0, 3);
-  return _mm512_loadu_si512(p);
+// Decode streams the group once; like the row kernels (tile_driver.h), it asks for lines
+// further on while it reads, which keeps enough requests in flight: while it reads block i it
+// asks for block i + 1 (2304 bytes on, about tile_driver's kStreamAheadBytes), a quarter of
+// the block per quarter it reads. Addresses are the next block's base plus constants, and one
+// test per block keeps the requests inside the chunk (blocks of one group and of the next group
+// follow each other in memory). Computing a clamped address per line instead took about 100 of
+// the kernel's ~300 instructions per block, which showed in fast minutes, when DRAM outpaced it.
+constexpr int kLinesPerQuarter = kWordsPerBlock / 4;
+
+inline void prefetch_quarter(const uint8_t* next_block, int quarter) {
+  for (int l = 0; l < kLinesPerQuarter; ++l)
+    __builtin_prefetch(next_block + 64 * (kLinesPerQuarter * quarter + l), 0, 3);
+}
+
+inline __m512i load_word(const uint8_t* group_block, int64_t offset) {
+  return _mm512_loadu_si512(word_address(group_block, offset));
 }
 
 // NT tokens against one group of 16 interleaved rows, straight from the weights.
@@ -61,10 +70,12 @@ void q4_k_x16_tokens(const uint8_t* group, int64_t nb, const ActPack& a, int64_t
   for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
   for (int64_t i = 0; i < nb; ++i) {
     const uint8_t* blk = group + i * kGroupBlockBytes;
+    const uint8_t* next = blk + kGroupBlockBytes;
+    const bool ask_next = next + kGroupBlockBytes <= stream_end;
     const int64_t sc = offsetof(BlockQ4K, scales);
     __m512i scale[8], min_pair[4];
-    k4_scales_min_pairs(stream_word(blk, sc, stream_end), stream_word(blk, sc + 4, stream_end),
-                        stream_word(blk, sc + 8, stream_end), scale, min_pair);
+    k4_scales_min_pairs(load_word(blk, sc), load_word(blk, sc + 4), load_word(blk, sc + 8), scale,
+                        min_pair);
     __m512i scaled[NT], mins[NT];
     for (int t = 0; t < NT; ++t) scaled[t] = mins[t] = _mm512_setzero_si512();
       // Bytes 32c..32c+31 of qs: low nibbles are sub-block 2c, high nibbles sub-block 2c+1. The
@@ -73,12 +84,13 @@ void q4_k_x16_tokens(const uint8_t* group, int64_t nb, const ActPack& a, int64_t
       // end, exactly (|16 x sum| < 2^29).
 #pragma GCC unroll 4
     for (int c = 0; c < 4; ++c) {
+      if (ask_next) prefetch_quarter(next, c);
       const int p_lo = kK4Perm[2 * c], p_hi = kK4Perm[2 * c + 1];
       __m512i sum_lo[NT], sum_hi[NT];
       for (int t = 0; t < NT; ++t) sum_lo[t] = sum_hi[t] = _mm512_setzero_si512();
 #pragma GCC unroll 8
       for (int g = 0; g < 8; ++g) {
-        const __m512i v = stream_word(blk, offsetof(BlockQ4K, qs) + 32 * c + 4 * g, stream_end);
+        const __m512i v = load_word(blk, offsetof(BlockQ4K, qs) + 32 * c + 4 * g);
         const __m512i lo = _mm512_and_si512(v, nib);
         const __m512i hi = _mm512_and_si512(v, high_nib);
         for (int t = 0; t < NT; ++t) {
@@ -105,7 +117,7 @@ void q4_k_x16_tokens(const uint8_t* group, int64_t nb, const ActPack& a, int64_t
         mins[t] = _mm512_dpwssd_epi32(mins[t], mp, _mm512_set1_epi32(pair));
       }
     }
-    const __m512i dd = stream_word(blk, 0, stream_end);
+    const __m512i dd = load_word(blk, 0);
     const __m512 d = k4_d(dd), dmin = k4_dmin(dd);
     for (int t = 0; t < NT; ++t)
       acc[t] = k4_accumulate(acc[t], scaled[t], mins[t], d, dmin, a.d[(t0 + t) * a.d_stride + i]);
