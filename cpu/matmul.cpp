@@ -236,7 +236,8 @@ void matmul_many(std::span<const MatmulJob> jobs, CpuArena* arena) {
   }
   // 16 is also the largest FastKernel::row_block, so chunks start at whole row blocks.
   const int64_t per_thread = 2 * chunks_per_thread(max_tokens);
-  const int64_t grain = std::max<int64_t>(16, (total_rows / (per_thread * n_threads) + 15) / 16 * 16);
+  const int64_t grain =
+      std::max<int64_t>(16, (total_rows / (per_thread * n_threads) + 15) / 16 * 16);
   struct Chunk {
     size_t job;
     int64_t lo, hi;

@@ -30,8 +30,8 @@ inline __m512 join_broadcast(float lo, float hi) {
   return _mm512_insertf32x8(_mm512_zextps256_ps512(_mm256_set1_ps(lo)), _mm256_set1_ps(hi), 1);
 }
 
-// e^x for x <= 0 (attention scores minus their max, silu of |x|): x = n ln2 + r, |r| <= ln2/2, degree-7
-// Taylor polynomial in r (relative error ~1e-7), then scaled by 2^n.
+// e^x for x <= 0 (attention scores minus their max, silu of |x|): x = n ln2 + r, |r| <= ln2/2,
+// degree-7 Taylor polynomial in r (relative error ~1e-7), then scaled by 2^n.
 inline __m512 exp_nonpositive(__m512 x) {
   x = _mm512_max_ps(x, _mm512_set1_ps(-103.0f));  // below this e^x is 0 in float
   const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
