@@ -59,8 +59,8 @@ void scores(const float* q, const K* k, int64_t stride, int64_t n_pos, int64_t d
   const __mmask16 tail = static_cast<__mmask16>((1u << (dim - full)) - 1);
   int64_t p = 0;
   // 16 positions at a time: 16 independent FMA chains and one shared reduction, where one
-  // position at a time waits on its chain and its own horizontal sum (decode attention took
-  // ~2.5% of a Q4_K bench step at 128 tokens of context that way).
+  // position at a time waits on its chain and its own horizontal sum. (On the bench model's
+  // decode, where attention is 2-4% of a step, the difference stayed within this VM's noise.)
   if (!tail) {
     const __m512 vscale = _mm512_set1_ps(scale);
     for (; p + 16 <= n_pos; p += 16) {

@@ -48,8 +48,9 @@ struct InterleavedK4Rows {
 // asks for block i + 1 (2304 bytes on, about tile_driver's kStreamAheadBytes), a quarter of
 // the block per quarter it reads. Addresses are the next block's base plus constants, and one
 // test per block keeps the requests inside the chunk (blocks of one group and of the next group
-// follow each other in memory). Computing a clamped address per line instead took about 100 of
-// the kernel's ~300 instructions per block, which showed in fast minutes, when DRAM outpaced it.
+// follow each other in memory), where a clamped address per line cost an add, a compare and a
+// select for each of the block's 36 lines: kernel alone, 16 random 768 x 2048 experts per call,
+// alternating, 0-6% faster from DRAM, the same from cache.
 constexpr int kLinesPerQuarter = kWordsPerBlock / 4;
 
 inline void prefetch_quarter(const uint8_t* next_block, int quarter) {
