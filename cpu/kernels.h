@@ -45,6 +45,11 @@ enum class ActLayout {
   Q8_K,       // q8_K quants in order; d per 256; sums: the 16 bsums per 256
 };
 
+// Products of at most this many tokens (decode, a few sequences decoding together) stream their
+// weights once from DRAM; more tokens reuse each row from the cache. The drivers split and
+// prefetch such products for the stream.
+constexpr int64_t kStreamingTokens = 4;
+
 // Computes y[t * y_stride + r] for rows [r_lo, r_hi) and tokens [t_lo, t_hi) of one tile.
 using TileKernel = void (*)(const MatrixRef& w, const ActPack& a, int64_t r_lo, int64_t r_hi,
                             int64_t t_lo, int64_t t_hi, float* y, int64_t y_stride);

@@ -14,10 +14,6 @@
 namespace tandem {
 namespace {
 
-// At most this many tokens a product streams its weights once from DRAM (decode, a few
-// sequences decoding together); more tokens reuse each row from the cache.
-constexpr int64_t kFewTokens = 4;
-
 void check_matrix(const MatrixRef& w) {
   const TypeTraits& t = traits(w.type);
   if (w.n_cols % t.block_elems != 0) {
@@ -100,7 +96,7 @@ void dot_rows_ref(const MatrixRef& w, const uint8_t* act, int64_t act_stride, in
 // faster (Q4_K bench decode, steps alternating in one process: attention projections 3-7%,
 // experts 1-2%, 1-3.5% in all).
 int64_t chunks_per_thread(int64_t n_tokens) {
-  return n_tokens <= kFewTokens ? 4 : 16;
+  return n_tokens <= kStreamingTokens ? 4 : 16;
 }
 
 // Rows per parallel chunk, in whole 16-row blocks once chunks are that large (the kernels' row

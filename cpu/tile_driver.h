@@ -62,8 +62,7 @@ template <template <int> class RowKernel>
 void run_tiles(const MatrixRef& w, const ActPack& a, int64_t r_lo, int64_t r_hi, int64_t t_lo,
                int64_t t_hi, float* y, int64_t y_stride) {
   const auto* base = static_cast<const uint8_t*>(w.data);
-  // Few tokens stream the rows once from DRAM (many tokens reuse each row from the cache).
-  if (t_hi - t_lo <= kTokenTile)
+  if (t_hi - t_lo <= kStreamingTokens)
     prefetch_stream_start(base + r_lo * w.row_stride, base + r_hi * w.row_stride);
   if constexpr (requires { &RowKernel<1>::template rows<kDecodeRows>; }) {
     if (t_hi - t_lo == 1) {  // decode: one token, kDecodeRows rows per pass
