@@ -25,6 +25,7 @@
 #include "cpu/quant_blocks.h"
 #include "gpu/cuda/device_query.h"
 #include "gpu/sim/sim_kernels.h"
+#include "tests/test_support.h"
 #include "tests/upload_check.h"
 #endif
 
@@ -58,12 +59,7 @@ TEST(CudaFactory, ThrowsWithoutDeviceOrForAMissingIndex) {
   }
 }
 
-std::vector<float> random_floats(std::mt19937& rng, int64_t n, float scale = 1.0f) {
-  std::uniform_real_distribution<float> dist(-scale, scale);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (float& x : v) x = dist(rng);
-  return v;
-}
+using test::random_floats;
 
 // n_rows rows of `type` with row_stride bytes each (padding left zero).
 std::vector<uint8_t> random_matrix(std::mt19937& rng, GgmlType type, int64_t n_rows, int64_t n_cols,

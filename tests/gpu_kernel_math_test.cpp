@@ -14,6 +14,7 @@
 #include "cpu/matmul.h"
 #include "cpu/ops.h"
 #include "cpu/quant.h"
+#include "tests/test_support.h"
 
 namespace tandem {
 namespace {
@@ -24,11 +25,7 @@ float uniform(std::mt19937& rng, float lo, float hi) {
   return std::uniform_real_distribution<float>(lo, hi)(rng);
 }
 
-std::vector<float> random_floats(std::mt19937& rng, int64_t n, float scale = 1.0f) {
-  std::vector<float> v(static_cast<size_t>(n));
-  for (float& x : v) x = uniform(rng, -scale, scale);
-  return v;
-}
+using test::random_floats;
 
 // Gives a block of random bytes sane scale fields (no inf/NaN), keeping every quant random.
 template <class T>

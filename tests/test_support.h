@@ -4,13 +4,24 @@
 
 #include <stdlib.h>  // mkdtemp
 
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <system_error>
+#include <vector>
 
 namespace tandem::test {
+
+// n floats drawn uniformly from [-scale, scale].
+inline std::vector<float> random_floats(std::mt19937& rng, int64_t n, float scale = 1.0f) {
+  std::uniform_real_distribution<float> dist(-scale, scale);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (float& x : v) x = dist(rng);
+  return v;
+}
 
 inline std::string shared_dir() {
   if (const char* env = std::getenv("TANDEM_SHARED_DIR"); env && *env) return env;
