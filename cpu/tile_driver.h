@@ -33,18 +33,11 @@ constexpr int kDecodeRows = 4;
 // chunk of rows usually starts where nothing was prefetched (another expert, another thread's
 // rows), and waiting for those lines one demand miss at a time, until the stream-ahead requests
 // cover them, cost 8-15% of decode on small chunks (768-row Q4_K experts in 192-row chunks, 2
-// threads; with the end clamp of stream_prefetch_target).
+// threads, with the stream-ahead requests kept inside the chunk).
 inline void prefetch_stream_start(const void* begin, const void* end) {
   const char* p = static_cast<const char*>(begin);
   const char* stop = std::min(static_cast<const char*>(end), p + kStreamAheadBytes);
   for (; p < stop; p += 64) __builtin_prefetch(p, 0, 3);
-}
-
-// The line a stream at p asks for: kStreamAheadBytes on, but never past the stream's end, where
-// the requests would be DRAM traffic for lines nobody reads (the next chunk is elsewhere).
-inline const void* stream_prefetch_target(const void* p, const void* end) {
-  const char* ahead = static_cast<const char*>(p) + kStreamAheadBytes;
-  return ahead < static_cast<const char*>(end) ? ahead : p;
 }
 
 // Requests the kLines cache lines from kStreamAheadBytes past p. Prefetches never fault, so
