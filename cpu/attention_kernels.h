@@ -20,6 +20,16 @@ struct AttentionKernels {
                            int64_t dim, float* out);
   // In-place softmax (max subtracted); exp accurate to about 1 ulp.
   void (*softmax)(float* x, int64_t n);
+  // The n_rep query heads q[r * dim ...] that share one kv head, each as scores (scaled),
+  // softmax and weighted sum above, into out[r * dim ...]; `scores` is scratch for n_rep * n_pos
+  // floats. Equal bit for bit to those three calls per head: the fast version reads each cached
+  // row once for all heads instead of once per head.
+  void (*attend_heads_f32)(const float* q, int64_t n_rep, const float* k, const float* v,
+                           int64_t stride, int64_t n_pos, int64_t dim, float scale, float* scores,
+                           float* out);
+  void (*attend_heads_f16)(const float* q, int64_t n_rep, const uint16_t* k, const uint16_t* v,
+                           int64_t stride, int64_t n_pos, int64_t dim, float scale, float* scores,
+                           float* out);
 };
 
 // The fastest kernels this CPU runs (chosen once).

@@ -28,10 +28,12 @@ size_t KvCache::index(int32_t layer, int32_t seq, int32_t pos) const {
 }
 
 uint64_t KvCache::bytes() const {
-  return (k32_.size() + v32_.size()) * sizeof(float) + (k16_.size() + v16_.size()) * sizeof(uint16_t);
+  return (k32_.size() + v32_.size()) * sizeof(float) +
+         (k16_.size() + v16_.size()) * sizeof(uint16_t);
 }
 
-void KvCache::store(int32_t layer, std::span<const BatchEntry> batch, const float* k, const float* v) {
+void KvCache::store(int32_t layer, std::span<const BatchEntry> batch, const float* k,
+                    const float* v) {
   for (size_t t = 0; t < batch.size(); ++t) {
     const size_t at = index(layer, batch[t].seq, batch[t].pos);
     const float* kr = k + t * kv_dim_;
@@ -80,7 +82,7 @@ namespace {
 
 // The n_rep query heads that share kv head `kv_head`, for one token: scores against every
 // cached position up to the token's own, softmax, weighted sum of values. Each key and value
-// row is read straight from the cache.
+// row is read straight from the cache, once for all n_rep heads.
 void attend_group(const ModelSpec& s, const KvCache& kv, int32_t layer, const BatchEntry& e,
                   int32_t kv_head, const float* q, float* out, std::vector<float>& scores,
                   std::vector<float>& q_rounded) {
@@ -88,24 +90,20 @@ void attend_group(const ModelSpec& s, const KvCache& kv, int32_t layer, const Ba
   const int64_t n_pos = e.pos + 1, hd = s.head_dim, stride = kv.kv_dim();
   const int32_t n_rep = s.n_head / s.n_head_kv;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  const bool f16 = kv.type() == KvType::F16;
-  scores.resize(n_pos);
-  q_rounded.resize(hd);
-  for (int32_t r = 0; r < n_rep; ++r) {
-    const int32_t h = kv_head * n_rep + r;
-    const float* qh = q + h * hd;
-    float* oh = out + h * hd;
-    if (f16) {
-      // An f16 cache sees an f16 query too, as llama.cpp's flash attention does.
-      for (int64_t i = 0; i < hd; ++i) q_rounded[i] = round_fp16(qh[i]);
-      kern.scores_f16(q_rounded.data(), kv.keys_f16(layer, e.seq) + kv_head * hd, stride, n_pos, hd, scale, scores.data());
-      kern.softmax(scores.data(), n_pos);
-      kern.weighted_sum_f16(scores.data(), kv.values_f16(layer, e.seq) + kv_head * hd, stride, n_pos, hd, oh);
-    } else {
-      kern.scores_f32(qh, kv.keys_f32(layer, e.seq) + kv_head * hd, stride, n_pos, hd, scale, scores.data());
-      kern.softmax(scores.data(), n_pos);
-      kern.weighted_sum_f32(scores.data(), kv.values_f32(layer, e.seq) + kv_head * hd, stride, n_pos, hd, oh);
-    }
+  const float* qg = q + static_cast<int64_t>(kv_head) * n_rep * hd;
+  float* og = out + static_cast<int64_t>(kv_head) * n_rep * hd;
+  scores.resize(static_cast<size_t>(n_rep * n_pos));
+  if (kv.type() == KvType::F16) {
+    // An f16 cache sees an f16 query too, as llama.cpp's flash attention does.
+    q_rounded.resize(static_cast<size_t>(n_rep * hd));
+    for (int64_t i = 0; i < n_rep * hd; ++i) q_rounded[i] = round_fp16(qg[i]);
+    kern.attend_heads_f16(q_rounded.data(), n_rep, kv.keys_f16(layer, e.seq) + kv_head * hd,
+                          kv.values_f16(layer, e.seq) + kv_head * hd, stride, n_pos, hd, scale,
+                          scores.data(), og);
+  } else {
+    kern.attend_heads_f32(qg, n_rep, kv.keys_f32(layer, e.seq) + kv_head * hd,
+                          kv.values_f32(layer, e.seq) + kv_head * hd, stride, n_pos, hd, scale,
+                          scores.data(), og);
   }
 }
 
@@ -119,7 +117,8 @@ void attend(const ModelSpec& s, const KvCache& kv, int32_t layer, std::span<cons
     for (int64_t i = lo; i < hi; ++i) {
       const int64_t t = i / s.n_head_kv;
       const int32_t g = static_cast<int32_t>(i % s.n_head_kv);
-      attend_group(s, kv, layer, batch[t], g, q + t * s.q_dim(), out + t * s.q_dim(), scores, q_rounded);
+      attend_group(s, kv, layer, batch[t], g, q + t * s.q_dim(), out + t * s.q_dim(), scores,
+                   q_rounded);
     }
   };
   if (arena) {

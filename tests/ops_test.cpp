@@ -122,5 +122,63 @@ TEST(Ops, AttentionKernelsMatchReference) {
   }
 }
 
+// The grouped kernel reads each cached row once for all heads of a group; it must give exactly
+// what the three per-head kernels give (the sim's attention and the CPU's agree bit for bit
+// through them), for odd head counts, head sizes, and lengths around its 16-row blocks and its
+// 256-row value passes.
+TEST(Ops, GroupedAttentionEqualsPerHeadKernels) {
+  std::mt19937 rng(11);
+  for (const AttentionKernels* kern : {&attention_kernels(), &attention_kernels_ref()}) {
+    for (int64_t dim : {64, 80, 128}) {
+      for (int64_t n_rep : {1, 3, 8, 12}) {
+        for (int64_t n_pos : {1, 15, 16, 17, 300, 600}) {
+          SCOPED_TRACE("dim " + std::to_string(dim) + ", " + std::to_string(n_rep) + " heads, " +
+                       std::to_string(n_pos) + " positions");
+          const int64_t stride = 3 * dim;  // the group's head inside wider cache rows
+          const std::vector<float> q = normal_floats(rng, static_cast<size_t>(n_rep * dim), 1.0f);
+          const std::vector<float> k =
+              normal_floats(rng, static_cast<size_t>(stride * n_pos), 1.0f);
+          const std::vector<float> v =
+              normal_floats(rng, static_cast<size_t>(stride * n_pos), 1.0f);
+          std::vector<uint16_t> k16(k.size()), v16(v.size());
+          for (size_t i = 0; i < k.size(); ++i) {
+            k16[i] = fp32_to_fp16(k[i]);
+            v16[i] = fp32_to_fp16(v[i]);
+          }
+          const size_t n_out = static_cast<size_t>(n_rep * dim);
+          std::vector<float> scratch(static_cast<size_t>(n_rep * n_pos));
+          std::vector<float> got(n_out), want(n_out), head_scores(static_cast<size_t>(n_pos));
+          for (bool f16 : {false, true}) {
+            if (f16) {
+              kern->attend_heads_f16(q.data(), n_rep, k16.data() + dim, v16.data() + dim, stride,
+                                     n_pos, dim, 0.1f, scratch.data(), got.data());
+            } else {
+              kern->attend_heads_f32(q.data(), n_rep, k.data() + dim, v.data() + dim, stride, n_pos,
+                                     dim, 0.1f, scratch.data(), got.data());
+            }
+            for (int64_t r = 0; r < n_rep; ++r) {
+              const float* qr = q.data() + r * dim;
+              float* out = want.data() + r * dim;
+              if (f16) {
+                kern->scores_f16(qr, k16.data() + dim, stride, n_pos, dim, 0.1f,
+                                 head_scores.data());
+                kern->softmax(head_scores.data(), n_pos);
+                kern->weighted_sum_f16(head_scores.data(), v16.data() + dim, stride, n_pos, dim,
+                                       out);
+              } else {
+                kern->scores_f32(qr, k.data() + dim, stride, n_pos, dim, 0.1f, head_scores.data());
+                kern->softmax(head_scores.data(), n_pos);
+                kern->weighted_sum_f32(head_scores.data(), v.data() + dim, stride, n_pos, dim, out);
+              }
+            }
+            for (size_t i = 0; i < n_out; ++i)
+              ASSERT_EQ(got[i], want[i]) << (f16 ? "f16 " : "") << i;
+          }
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace tandem

@@ -1,7 +1,9 @@
 // AVX-512 attention loops: 16 floats per step, f16 caches widened with vcvtph2ps.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "cpu/attention_kernels.h"
 #include "cpu/avx512/simd512.h"
@@ -24,11 +26,15 @@ inline float hmax512(__m512 v) {
   return _mm_cvtss_f32(m);
 }
 
-inline __m512 load_row(const float* p) { return _mm512_loadu_ps(p); }
+inline __m512 load_row(const float* p) {
+  return _mm512_loadu_ps(p);
+}
 inline __m512 load_row(const uint16_t* p) {
   return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
-inline __m512 load_tail(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+inline __m512 load_tail(const float* p, __mmask16 m) {
+  return _mm512_maskz_loadu_ps(m, p);
+}
 inline __m512 load_tail(const uint16_t* p, __mmask16 m) {
   return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
 }
@@ -54,7 +60,8 @@ inline __m512 transpose_sum16(const __m512 v[16]) {
 }
 
 template <class K>
-void scores(const float* q, const K* k, int64_t stride, int64_t n_pos, int64_t dim, float scale, float* out) {
+void scores(const float* q, const K* k, int64_t stride, int64_t n_pos, int64_t dim, float scale,
+            float* out) {
   const int64_t full = dim & ~int64_t{15};
   const __mmask16 tail = static_cast<__mmask16>((1u << (dim - full)) - 1);
   int64_t p = 0;
@@ -77,8 +84,11 @@ void scores(const float* q, const K* k, int64_t stride, int64_t n_pos, int64_t d
   for (; p < n_pos; ++p) {
     const K* row = k + p * stride;
     __m512 acc = _mm512_setzero_ps();
-    for (int64_t i = 0; i < full; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + i), load_row(row + i), acc);
-    if (tail) acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, q + full), load_tail(row + full, tail), acc);
+    for (int64_t i = 0; i < full; i += 16)
+      acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + i), load_row(row + i), acc);
+    if (tail)
+      acc =
+          _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, q + full), load_tail(row + full, tail), acc);
     out[p] = hsum512(acc) * scale;
   }
 }
@@ -102,14 +112,16 @@ inline void weighted_sum_span(const float* w, const V* v, int64_t stride, int64_
 }
 
 template <class V>
-void weighted_sum(const float* w, const V* v, int64_t stride, int64_t n_pos, int64_t dim, float* out) {
+void weighted_sum(const float* w, const V* v, int64_t stride, int64_t n_pos, int64_t dim,
+                  float* out) {
   int64_t i = 0;
   for (; i + 128 <= dim; i += 128) weighted_sum_span<8>(w, v + i, stride, n_pos, out + i);
   for (; i + 64 <= dim; i += 64) weighted_sum_span<4>(w, v + i, stride, n_pos, out + i);
   for (; i < dim; i += 16) {
     const __mmask16 m = static_cast<__mmask16>(dim - i >= 16 ? 0xFFFF : (1u << (dim - i)) - 1);
     __m512 a = _mm512_setzero_ps();
-    for (int64_t p = 0; p < n_pos; ++p) a = _mm512_fmadd_ps(_mm512_set1_ps(w[p]), load_tail(v + p * stride + i, m), a);
+    for (int64_t p = 0; p < n_pos; ++p)
+      a = _mm512_fmadd_ps(_mm512_set1_ps(w[p]), load_tail(v + p * stride + i, m), a);
     _mm512_mask_storeu_ps(out + i, m, a);
   }
 }
@@ -134,15 +146,146 @@ void softmax(float* x, int64_t n) {
     vsum = _mm512_add_ps(vsum, _mm512_maskz_mov_ps(m, e));
   }
   const __m512 inv = _mm512_set1_ps(1.0f / hsum512(vsum));
-  for (i = 0; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), inv));
+  for (i = 0; i + 16 <= n; i += 16)
+    _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), inv));
   for (; i < n; ++i) x[i] *= _mm512_cvtss_f32(inv);
 }
 
-const AttentionKernels kAvx512 = {scores<float>, scores<uint16_t>, weighted_sum<float>, weighted_sum<uint16_t>,
-                                  softmax};
+// Grouped-query attention: n_rep query heads share each cached row. Per head, the three
+// kernels above would read the whole K and V of the kv head n_rep times (a 4096-token f16
+// context: 1 MB each per kv head, beyond L2, so from L3 or DRAM n_rep times over); here each
+// 16-row K block is read (and widened) once for all heads, and V once per slice of dims.
+// Every output is computed with the same operations in the same order as per head, so the
+// results are equal bit for bit.
+constexpr int64_t kGroupedMaxDim = 256;
+// V rows per pass over the dim slices: their slices stay in L2 between passes (256 rows of a
+// 128-dim f16 head: 64 KB).
+constexpr int64_t kValueRowBlock = 256;
+constexpr int kMaxHeadsPerPass = 8;  // 2 accumulators each, and the two value vectors
+
+template <class K>
+void grouped_scores(const float* q, int64_t n_rep, const K* k, int64_t stride, int64_t n_pos,
+                    int64_t dim, float scale, float* out) {
+  alignas(64) float widened[16 * kGroupedMaxDim];
+  const __m512 vscale = _mm512_set1_ps(scale);
+  int64_t p = 0;
+  for (; p + 16 <= n_pos; p += 16) {
+    const float* rows;
+    int64_t row_stride;
+    if constexpr (std::is_same_v<K, float>) {
+      rows = k + p * stride;
+      row_stride = stride;
+    } else {
+      for (int j = 0; j < 16; ++j)
+        for (int64_t i = 0; i < dim; i += 16)
+          _mm512_store_ps(widened + j * dim + i, load_row(k + (p + j) * stride + i));
+      rows = widened;
+      row_stride = dim;
+    }
+    for (int64_t r = 0; r < n_rep; ++r) {
+      const float* qr = q + r * dim;
+      __m512 acc[16];
+      for (int j = 0; j < 16; ++j) acc[j] = _mm512_setzero_ps();
+      for (int64_t i = 0; i < dim; i += 16) {
+        const __m512 qi = _mm512_loadu_ps(qr + i);
+        for (int j = 0; j < 16; ++j)
+          acc[j] = _mm512_fmadd_ps(qi, _mm512_loadu_ps(rows + j * row_stride + i), acc[j]);
+      }
+      _mm512_storeu_ps(out + r * n_pos + p, _mm512_mul_ps(transpose_sum16(acc), vscale));
+    }
+  }
+  if (p == n_pos) return;
+  for (int64_t r = 0; r < n_rep; ++r)  // the last n_pos % 16 rows, as scores() takes them
+    scores(q + r * dim, k + p * stride, stride, n_pos - p, dim, scale, out + r * n_pos + p);
+}
+
+// out[r * dim + i] = sum over p of w[r * n_pos + p] * v[p * stride + i], for NR heads: NV
+// vectors of dims at a time, positions in order as weighted_sum_span sums them.
+template <int NR, int NV, class V>
+void grouped_weighted_sum(const float* w, const V* v, int64_t stride, int64_t n_pos, int64_t dim,
+                          float* out) {
+  for (int64_t p0 = 0; p0 < n_pos; p0 += kValueRowBlock) {
+    const int64_t p1 = std::min(n_pos, p0 + kValueRowBlock);
+    for (int64_t i = 0; i < dim; i += 16 * NV) {
+      __m512 acc[NR][NV];
+      for (int r = 0; r < NR; ++r)
+        for (int j = 0; j < NV; ++j)
+          acc[r][j] = p0 == 0 ? _mm512_setzero_ps() : _mm512_loadu_ps(out + r * dim + i + 16 * j);
+      for (int64_t p = p0; p < p1; ++p) {
+        __m512 row[NV];
+        for (int j = 0; j < NV; ++j) row[j] = load_row(v + p * stride + i + 16 * j);
+        for (int r = 0; r < NR; ++r) {
+          const __m512 wp = _mm512_set1_ps(w[r * n_pos + p]);
+          for (int j = 0; j < NV; ++j) acc[r][j] = _mm512_fmadd_ps(wp, row[j], acc[r][j]);
+        }
+      }
+      for (int r = 0; r < NR; ++r)
+        for (int j = 0; j < NV; ++j) _mm512_storeu_ps(out + r * dim + i + 16 * j, acc[r][j]);
+    }
+  }
+}
+
+template <int NR, class V>
+void grouped_weighted_sum(const float* w, const V* v, int64_t stride, int64_t n_pos, int64_t dim,
+                          float* out) {
+  if (dim % 32 == 0) return grouped_weighted_sum<NR, 2>(w, v, stride, n_pos, dim, out);
+  grouped_weighted_sum<NR, 1>(w, v, stride, n_pos, dim, out);
+}
+
+template <class KV>
+void attend_heads(const float* q, int64_t n_rep, const KV* k, const KV* v, int64_t stride,
+                  int64_t n_pos, int64_t dim, float scale, float* scores_out, float* out) {
+  if (dim % 16 != 0 || dim > kGroupedMaxDim) {  // rare head sizes: head by head
+    for (int64_t r = 0; r < n_rep; ++r) {
+      float* s = scores_out + r * n_pos;
+      scores(q + r * dim, k, stride, n_pos, dim, scale, s);
+      softmax(s, n_pos);
+      weighted_sum(s, v, stride, n_pos, dim, out + r * dim);
+    }
+    return;
+  }
+  grouped_scores(q, n_rep, k, stride, n_pos, dim, scale, scores_out);
+  for (int64_t r = 0; r < n_rep; ++r) softmax(scores_out + r * n_pos, n_pos);
+  for (int64_t r0 = 0; r0 < n_rep; r0 += kMaxHeadsPerPass) {
+    const float* w = scores_out + r0 * n_pos;
+    float* o = out + r0 * dim;
+    switch (std::min<int64_t>(kMaxHeadsPerPass, n_rep - r0)) {
+      case 1:
+        grouped_weighted_sum<1>(w, v, stride, n_pos, dim, o);
+        break;
+      case 2:
+        grouped_weighted_sum<2>(w, v, stride, n_pos, dim, o);
+        break;
+      case 3:
+        grouped_weighted_sum<3>(w, v, stride, n_pos, dim, o);
+        break;
+      case 4:
+        grouped_weighted_sum<4>(w, v, stride, n_pos, dim, o);
+        break;
+      case 5:
+        grouped_weighted_sum<5>(w, v, stride, n_pos, dim, o);
+        break;
+      case 6:
+        grouped_weighted_sum<6>(w, v, stride, n_pos, dim, o);
+        break;
+      case 7:
+        grouped_weighted_sum<7>(w, v, stride, n_pos, dim, o);
+        break;
+      default:
+        grouped_weighted_sum<8>(w, v, stride, n_pos, dim, o);
+        break;
+    }
+  }
+}
+
+const AttentionKernels kAvx512 = {scores<float>,          scores<uint16_t>, weighted_sum<float>,
+                                  weighted_sum<uint16_t>, softmax,          attend_heads<float>,
+                                  attend_heads<uint16_t>};
 
 }  // namespace
 
-const AttentionKernels& attention_kernels_avx512() { return kAvx512; }
+const AttentionKernels& attention_kernels_avx512() {
+  return kAvx512;
+}
 
 }  // namespace tandem
