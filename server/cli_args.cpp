@@ -44,7 +44,8 @@ std::vector<int32_t> parse_int_list(const std::string& option, const std::string
     errno = 0;
     const long x = std::strtol(item.c_str(), &end, 10);
     if (item.empty() || *end != '\0' || errno == ERANGE || x < 0 || x > INT32_MAX) {
-      throw UsageError("option " + option + ": '" + item + "' in '" + text + "' is not a token id");
+      throw UsageError("option " + option + ": '" + item + "' in '" + text +
+                       "' is not a non-negative integer");
     }
     out.push_back(static_cast<int32_t>(x));
     if (comma == std::string::npos) break;

@@ -27,6 +27,8 @@ constexpr const char* kHelp = R"(usage: tandem bench -m MODEL [options]
   -m, --model FILE     GGUF model
   -p, --n-prompt LIST  prompt lengths to test, comma-separated (default 512; 0 skips)
   -n, --n-gen LIST     generation lengths to test (default 128; 0 skips)
+  -d, --n-depth LIST   context depths: each run first fills the context with this many tokens
+                       (not timed), then times its test on top, as llama-bench -d (default 0)
   -t, --threads LIST   thread counts (default: all physical cores)
   -r, --repetitions N  repetitions per test (default 5)
   -o, --output md|json table (default) or llama-bench's JSON keys
@@ -43,7 +45,7 @@ constexpr uint64_t kProbeBytes = uint64_t{1} << 30;  // far larger than last-lev
 
 struct BenchOptions {
   std::string model_path;
-  std::vector<int32_t> n_prompt = {512}, n_gen = {128}, threads = {0};
+  std::vector<int32_t> n_prompt = {512}, n_gen = {128}, n_depth = {0}, threads = {0};
   int32_t reps = 5;
   bool json = false, roofline = false;
   GgufMemory weights = GgufMemory::Read;
@@ -59,6 +61,8 @@ BenchOptions parse(const Args& args) {
     if (a == "-m" || a == "--model") o.model_path = r.value(a);
     else if (a == "-p" || a == "--n-prompt") o.n_prompt = parse_int_list(a, r.value(a));
     else if (a == "-n" || a == "--n-gen") o.n_gen = parse_int_list(a, r.value(a));
+    else if (a == "-d" || a == "--n-depth")
+      o.n_depth = parse_int_list(a, r.value(a));
     else if (a == "-t" || a == "--threads") o.threads = parse_int_list(a, r.value(a));
     else if (a == "-r" || a == "--repetitions") o.reps = static_cast<int32_t>(r.int_value(a, 1, 1000));
     else if (a == "-o" || a == "--output") {
@@ -104,19 +108,22 @@ Stats summarize(const std::vector<double>& seconds, int32_t n_tokens) {
 
 using Clock = std::chrono::steady_clock;
 
-// Seconds for one run: a prompt of n_prompt tokens in one batch, or n_gen single-token steps.
-double time_run(Engine& engine, int32_t n_prompt, int32_t n_gen, std::mt19937& rng) {
+// Seconds for one run: a prompt of n_prompt tokens in one batch, or n_gen single-token steps,
+// after `depth` tokens already in the context (filled first, in one batch, not timed).
+double time_run(Engine& engine, int32_t depth, int32_t n_prompt, int32_t n_gen, std::mt19937& rng) {
   std::uniform_int_distribution<int32_t> token(0, engine.n_vocab() - 1);
   std::vector<float> logits;
   engine.clear_sequence(0);
-  const auto t0 = Clock::now();
-  if (n_prompt > 0) {
+  auto prompt = [&](int32_t first, int32_t n) {
     std::vector<BatchEntry> batch;
-    for (int32_t i = 0; i < n_prompt; ++i) batch.push_back({token(rng), i, 0, i + 1 == n_prompt});
+    for (int32_t i = 0; i < n; ++i) batch.push_back({token(rng), first + i, 0, i + 1 == n});
     engine.forward(batch, logits);
-  }
+  };
+  if (depth > 0) prompt(0, depth);
+  const auto t0 = Clock::now();
+  if (n_prompt > 0) prompt(depth, n_prompt);
   for (int32_t i = 0; i < n_gen; ++i) {
-    const BatchEntry e{token(rng), i, 0, true};
+    const BatchEntry e{token(rng), depth + i, 0, true};
     engine.forward(std::span(&e, 1), logits);
   }
   return std::chrono::duration<double>(Clock::now() - t0).count();
@@ -163,7 +170,9 @@ int cmd_bench(const Args& args) {
     int32_t longest = 1;
     for (int32_t p : o.n_prompt) longest = std::max(longest, p);
     for (int32_t n : o.n_gen) longest = std::max(longest, n);
-    eo.n_ctx = longest;
+    int32_t deepest = 0;
+    for (int32_t d : o.n_depth) deepest = std::max(deepest, d);
+    eo.n_ctx = deepest + longest;
     Engine engine(*model, eo);
     CpuArena arena(threads);
     // The bandwidth is measured right before and right after each generation test and the
@@ -171,23 +180,34 @@ int cmd_bench(const Args& args) {
     std::unique_ptr<ReadBandwidthProbe> probe;
     if (o.roofline) probe = std::make_unique<ReadBandwidthProbe>(&arena, kProbeBytes);
     std::mt19937 rng(1234);
-    auto run_test = [&](int32_t n_prompt, int32_t n_gen) {
+    auto run_test = [&](int32_t depth, int32_t n_prompt, int32_t n_gen) {
       const int32_t n_tokens = n_prompt + n_gen;
-      time_run(engine, std::min(n_prompt, 16), std::min(n_gen, 4), rng);  // warm-up
+      time_run(engine, 0, std::min(n_prompt, 16), std::min(n_gen, 4), rng);  // warm-up
       const bool judge = probe && n_gen > 0;
       double bandwidth = judge ? probe->measure() : 0.0;
       std::vector<double> seconds;
-      for (int32_t r = 0; r < o.reps; ++r) seconds.push_back(time_run(engine, n_prompt, n_gen, rng));
+      for (int32_t r = 0; r < o.reps; ++r)
+        seconds.push_back(time_run(engine, depth, n_prompt, n_gen, rng));
       if (judge) bandwidth = std::max(bandwidth, probe->measure());
       const Stats s = summarize(seconds, n_tokens);
-      const std::string test = n_prompt > 0 ? "pp" + std::to_string(n_prompt) : "tg" + std::to_string(n_gen);
+      std::string test =
+          n_prompt > 0 ? "pp" + std::to_string(n_prompt) : "tg" + std::to_string(n_gen);
+      if (depth > 0) test += " @ d" + std::to_string(depth);
       const double gbs = n_gen > 0 ? s.avg_ts * gb_per_token : 0.0;
       if (o.json) {
-        rows.push_back({{"model_filename", o.model_path}, {"model_type", spec.arch},
-                        {"model_size", model->file().file_size()}, {"n_threads", arena.n_threads()},
-                        {"n_prompt", n_prompt}, {"n_gen", n_gen}, {"avg_ns", s.avg_ns},
-                        {"stddev_ns", s.stddev_ns}, {"avg_ts", s.avg_ts}, {"stddev_ts", s.stddev_ts},
-                        {"samples_ns", s.samples_ns}, {"samples_ts", s.samples_ts},
+        rows.push_back({{"model_filename", o.model_path},
+                        {"model_type", spec.arch},
+                        {"model_size", model->file().file_size()},
+                        {"n_threads", arena.n_threads()},
+                        {"n_prompt", n_prompt},
+                        {"n_gen", n_gen},
+                        {"n_depth", depth},
+                        {"avg_ns", s.avg_ns},
+                        {"stddev_ns", s.stddev_ns},
+                        {"avg_ts", s.avg_ts},
+                        {"stddev_ts", s.stddev_ts},
+                        {"samples_ns", s.samples_ns},
+                        {"samples_ts", s.samples_ts},
                         {"type_k", o.kv == KvType::F16 ? "f16" : "f32"}});
         if (o.roofline && n_gen > 0) {
           rows.back()["bytes_per_token"] = model->bytes_per_token();
@@ -197,14 +217,20 @@ int cmd_bench(const Args& args) {
       } else {
         std::printf("| %s | %.2f GiB | %d | %s | %.2f ± %.2f |", spec.arch.c_str(), size_gib,
                     arena.n_threads(), test.c_str(), s.avg_ts, s.stddev_ts);
-        if (o.roofline && n_gen > 0) std::printf(" %.1f | %.0f%% of %.1f GB/s |", gbs, 100 * gbs / bandwidth, bandwidth);
-        else if (o.roofline) std::printf(" | |");
+        if (o.roofline && n_gen > 0)
+          std::printf(" %.1f | %.0f%% of %.1f GB/s |", gbs, 100 * gbs / bandwidth, bandwidth);
+        else if (o.roofline)
+          std::printf(" | |");
         std::printf("\n");
         std::fflush(stdout);
       }
     };
-    for (int32_t p : o.n_prompt) if (p > 0) run_test(p, 0);
-    for (int32_t n : o.n_gen) if (n > 0) run_test(0, n);
+    for (int32_t d : o.n_depth) {
+      for (int32_t p : o.n_prompt)
+        if (p > 0) run_test(d, p, 0);
+      for (int32_t n : o.n_gen)
+        if (n > 0) run_test(d, 0, n);
+    }
     if (eo.accelerator && !o.json) {
       const ExpertRunStats& st = engine.expert_stats();
       const double runs = static_cast<double>(st.cpu_experts + st.gpu_experts);

@@ -1,0 +1,83 @@
+// `tandem bench` as a user runs it on a tiny gen-model model: llama-bench's JSON keys, context
+// depths (-d, as llama-bench -d), and clear errors for bad options.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <nlohmann/json.hpp>
+
+#include "tools/gen_model.h"
+
+namespace tandem {
+namespace {
+
+namespace fs = std::filesystem;
+
+class BenchCli : public testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = fs::temp_directory_path() / ("tandem-bench-" + std::to_string(::getpid()));
+    fs::create_directories(dir_);
+    GenModelOptions o;
+    o.output_path = (dir_ / "tiny.gguf").string();
+    generate_model(o);
+  }
+  static void TearDownTestSuite() { fs::remove_all(dir_); }
+
+  static std::string model() { return (dir_ / "tiny.gguf").string(); }
+
+  static int bench(const std::string& args, std::string* out, std::string* err) {
+    const std::string o = (dir_ / "out.txt").string(), e = (dir_ / "err.txt").string();
+    const int rc =
+        std::system((std::string(TANDEM_BINARY) + " bench " + args + " >" + o + " 2>" + e).c_str());
+    auto slurp = [](const std::string& p) {
+      std::ifstream in(p);
+      return std::string(std::istreambuf_iterator<char>(in), {});
+    };
+    *out = slurp(o);
+    *err = slurp(e);
+    return WEXITSTATUS(rc);
+  }
+
+  static inline fs::path dir_;
+};
+
+TEST_F(BenchCli, JsonRowsPerDepthWithLlamaBenchKeys) {
+  std::string out, err;
+  ASSERT_EQ(bench("-m " + model() + " -p 8 -n 4 -d 0,20 -r 2 -t 1 -o json", &out, &err), 0) << err;
+  const nlohmann::json rows = nlohmann::json::parse(out);
+  ASSERT_EQ(rows.size(), 4u) << out;  // pp8 and tg4, at depth 0 and at depth 20
+  const int expect[4][3] = {{0, 8, 0}, {0, 0, 4}, {20, 8, 0}, {20, 0, 4}};
+  for (size_t i = 0; i < rows.size(); ++i) {
+    SCOPED_TRACE(rows[i].dump());
+    EXPECT_EQ(rows[i]["n_depth"], expect[i][0]);
+    EXPECT_EQ(rows[i]["n_prompt"], expect[i][1]);
+    EXPECT_EQ(rows[i]["n_gen"], expect[i][2]);
+    EXPECT_EQ(rows[i]["n_threads"], 1);
+    EXPECT_GT(rows[i]["avg_ts"].get<double>(), 0.0);
+    EXPECT_EQ(rows[i]["samples_ts"].size(), 2u);
+  }
+}
+
+TEST_F(BenchCli, TableNamesTheDepth) {
+  std::string out, err;
+  ASSERT_EQ(bench("-m " + model() + " -p 0 -n 3 -d 0,16 -r 1 -t 1", &out, &err), 0) << err;
+  EXPECT_NE(out.find("| tg3 |"), std::string::npos) << out;
+  EXPECT_NE(out.find("| tg3 @ d16 |"), std::string::npos) << out;
+}
+
+TEST_F(BenchCli, BadOptionsNameTheProblem) {
+  std::string out, err;
+  EXPECT_EQ(bench("-m " + model() + " -d 4,x", &out, &err), 2);
+  EXPECT_NE(err.find("-d"), std::string::npos) << err;
+  EXPECT_NE(err.find("'x'"), std::string::npos) << err;
+  EXPECT_EQ(bench("-m " + model() + " -n -3", &out, &err), 2);
+  EXPECT_NE(err.find("'-3'"), std::string::npos) << err;
+  EXPECT_EQ(bench("-p 8", &out, &err), 2);
+  EXPECT_NE(err.find("no model"), std::string::npos) << err;
+}
+
+}  // namespace
+}  // namespace tandem
