@@ -11,9 +11,15 @@
 
 namespace tandem {
 
-KvCache::KvCache(int32_t n_layer, int32_t n_seq, int32_t n_ctx, int32_t kv_dim, KvType type)
-    : n_layer_(n_layer), n_seq_(n_seq), n_ctx_(n_ctx), kv_dim_(kv_dim), type_(type) {
-  const size_t n = static_cast<size_t>(n_layer) * n_seq * n_ctx * kv_dim;
+KvCache::KvCache(int32_t n_layer, int32_t n_seq, int32_t n_ctx, int32_t n_head_kv, int32_t head_dim,
+                 KvType type)
+    : n_layer_(n_layer),
+      n_seq_(n_seq),
+      n_ctx_(n_ctx),
+      n_head_kv_(n_head_kv),
+      head_dim_(head_dim),
+      type_(type) {
+  const size_t n = static_cast<size_t>(n_layer) * n_seq * n_ctx * n_head_kv * head_dim;
   if (type == KvType::F32) {
     k32_.resize(n);
     v32_.resize(n);
@@ -23,8 +29,9 @@ KvCache::KvCache(int32_t n_layer, int32_t n_seq, int32_t n_ctx, int32_t kv_dim, 
   }
 }
 
-size_t KvCache::index(int32_t layer, int32_t seq, int32_t pos) const {
-  return ((static_cast<size_t>(layer) * n_seq_ + seq) * n_ctx_ + pos) * kv_dim_;
+size_t KvCache::index(int32_t layer, int32_t seq, int32_t head, int32_t pos) const {
+  return (((static_cast<size_t>(layer) * n_seq_ + seq) * n_head_kv_ + head) * n_ctx_ + pos) *
+         head_dim_;
 }
 
 uint64_t KvCache::bytes() const {
@@ -34,17 +41,20 @@ uint64_t KvCache::bytes() const {
 
 void KvCache::store(int32_t layer, std::span<const BatchEntry> batch, const float* k,
                     const float* v) {
+  const int64_t kv_dim = static_cast<int64_t>(n_head_kv_) * head_dim_;
   for (size_t t = 0; t < batch.size(); ++t) {
-    const size_t at = index(layer, batch[t].seq, batch[t].pos);
-    const float* kr = k + t * kv_dim_;
-    const float* vr = v + t * kv_dim_;
-    if (type_ == KvType::F32) {
-      std::copy_n(kr, kv_dim_, k32_.data() + at);
-      std::copy_n(vr, kv_dim_, v32_.data() + at);
-    } else {
-      for (int32_t i = 0; i < kv_dim_; ++i) {
-        k16_[at + i] = fp32_to_fp16(kr[i]);
-        v16_[at + i] = fp32_to_fp16(vr[i]);
+    for (int32_t h = 0; h < n_head_kv_; ++h) {
+      const size_t at = index(layer, batch[t].seq, h, batch[t].pos);
+      const float* kr = k + t * kv_dim + h * head_dim_;
+      const float* vr = v + t * kv_dim + h * head_dim_;
+      if (type_ == KvType::F32) {
+        std::copy_n(kr, head_dim_, k32_.data() + at);
+        std::copy_n(vr, head_dim_, v32_.data() + at);
+      } else {
+        for (int32_t i = 0; i < head_dim_; ++i) {
+          k16_[at + i] = fp32_to_fp16(kr[i]);
+          v16_[at + i] = fp32_to_fp16(vr[i]);
+        }
       }
     }
   }
@@ -87,7 +97,7 @@ void attend_group(const ModelSpec& s, const KvCache& kv, int32_t layer, const Ba
                   int32_t kv_head, const float* q, float* out, std::vector<float>& scores,
                   std::vector<float>& q_rounded) {
   const AttentionKernels& kern = attention_kernels();
-  const int64_t n_pos = e.pos + 1, hd = s.head_dim, stride = kv.kv_dim();
+  const int64_t n_pos = e.pos + 1, hd = s.head_dim, stride = kv.head_dim();
   const int32_t n_rep = s.n_head / s.n_head_kv;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const float* qg = q + static_cast<int64_t>(kv_head) * n_rep * hd;
@@ -97,12 +107,12 @@ void attend_group(const ModelSpec& s, const KvCache& kv, int32_t layer, const Ba
     // An f16 cache sees an f16 query too, as llama.cpp's flash attention does.
     q_rounded.resize(static_cast<size_t>(n_rep * hd));
     for (int64_t i = 0; i < n_rep * hd; ++i) q_rounded[i] = round_fp16(qg[i]);
-    kern.attend_heads_f16(q_rounded.data(), n_rep, kv.keys_f16(layer, e.seq) + kv_head * hd,
-                          kv.values_f16(layer, e.seq) + kv_head * hd, stride, n_pos, hd, scale,
+    kern.attend_heads_f16(q_rounded.data(), n_rep, kv.keys_f16(layer, e.seq, kv_head),
+                          kv.values_f16(layer, e.seq, kv_head), stride, n_pos, hd, scale,
                           scores.data(), og);
   } else {
-    kern.attend_heads_f32(qg, n_rep, kv.keys_f32(layer, e.seq) + kv_head * hd,
-                          kv.values_f32(layer, e.seq) + kv_head * hd, stride, n_pos, hd, scale,
+    kern.attend_heads_f32(qg, n_rep, kv.keys_f32(layer, e.seq, kv_head),
+                          kv.values_f32(layer, e.seq, kv_head), stride, n_pos, hd, scale,
                           scores.data(), og);
   }
 }

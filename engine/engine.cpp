@@ -60,7 +60,7 @@ struct Engine::State {
 
   State(const ModelSpec& spec, const EngineOptions& o)
       : arena(o.n_threads),
-        kv(spec.n_layer, o.n_seq_max, o.n_ctx, spec.kv_dim(), o.kv_type),
+        kv(spec.n_layer, o.n_seq_max, o.n_ctx, spec.n_head_kv, spec.head_dim, o.kv_type),
         seq_len(o.n_seq_max, 0) {}
 
   void reserve(const ModelSpec& s, int64_t n) {

@@ -359,7 +359,7 @@ TEST_F(SimTest, AttentionEqualsEngineAttend) {
   spec.n_head_kv = 2;
   spec.head_dim = 16;
   const int32_t n_ctx = 12, q_dim = spec.q_dim(), kv_dim = spec.kv_dim();
-  KvCache cache(1, 1, n_ctx, kv_dim, KvType::F32);
+  KvCache cache(1, 1, n_ctx, spec.n_head_kv, spec.head_dim, KvType::F32);
   const DeviceBuffer k_cache = alloc(n_ctx * kv_dim * sizeof(float)),
                      v_cache = alloc(n_ctx * kv_dim * sizeof(float));
   int32_t pos0 = 0;
