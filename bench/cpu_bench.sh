@@ -6,7 +6,9 @@
 #
 # Environment: TYPES (default "q8_0 q4_k"), THREADS (default: physical cores), REPS (3),
 # ROUNDS (2: each tool runs ROUNDS times, alternating, and the best round counts),
-# PROMPT (512; 0 skips prefill), GEN (128; 0 skips decode), MODELS_DIR (models/).
+# PROMPT (512; 0 skips prefill), GEN (128; 0 skips decode), DEPTH (0: tokens already in the
+# context before each test, as llama-bench -d), KV (f16: the KV cache type of both tools,
+# llama-bench's default), MODELS_DIR (models/).
 # The bench models are generated on first use
 # with `tandem gen-model --preset bench` (~6 GB in Q8_0, ~3.5 GB in Q4_K).
 set -euo pipefail
@@ -18,6 +20,8 @@ REPS=${REPS:-3}
 ROUNDS=${ROUNDS:-2}
 PROMPT=${PROMPT:-512}
 GEN=${GEN:-128}
+DEPTH=${DEPTH:-0}
+KV=${KV:-f16}
 MODELS_DIR=${MODELS_DIR:-models}
 [[ -x "$TANDEM" ]] || { echo "build Tandem first (scripts/build.sh)"; exit 1; }
 mkdir -p "$MODELS_DIR"
@@ -30,21 +34,26 @@ import json, sys
 rows = json.load(open(sys.argv[1]))
 for r in rows:
     test = ("pp%d" % r["n_prompt"]) if r["n_prompt"] > 0 else ("tg%d" % r["n_gen"])
+    if r.get("n_depth", 0) > 0: test += "@d%d" % r["n_depth"]
     print(test, r["avg_ts"], r.get("stddev_ts", 0))' "$1"; }
 
-printf "%-6s %-6s %14s %14s %8s\n" type test tandem_t/s llama_t/s ratio
+printf "%-6s %-12s %14s %14s %8s\n" type test tandem_t/s llama_t/s ratio
 for type in $TYPES; do
   model="$MODELS_DIR/bench-qwen3moe-$type.gguf"
   [[ -f "$model" ]] || "$TANDEM" gen-model --arch qwen3moe --preset bench --type "$type" -o "$model"
   for round in $(seq "$ROUNDS"); do
-    "$TANDEM" bench -m "$model" -p "$PROMPT" -n "$GEN" -t "$THREADS" -r "$REPS" -o json > "$out/tandem-$type-$round.json"
+    "$TANDEM" bench -m "$model" -p "$PROMPT" -n "$GEN" -d "$DEPTH" -t "$THREADS" -r "$REPS" \
+      --kv-type "$KV" -o json > "$out/tandem-$type-$round.json"
     if [[ -n "${LLAMA_BENCH:-}" ]]; then
-      "$LLAMA_BENCH" -m "$model" -p "$PROMPT" -n "$GEN" -t "$THREADS" -r "$REPS" -o json > "$out/llama-$type-$round.json" 2>/dev/null
+      "$LLAMA_BENCH" -m "$model" -p "$PROMPT" -n "$GEN" -d "$DEPTH" -t "$THREADS" -r "$REPS" \
+        -ctk "$KV" -ctv "$KV" -o json > "$out/llama-$type-$round.json" 2>/dev/null
     fi
   done
   tests=()
-  [[ "$PROMPT" != 0 ]] && tests+=("pp$PROMPT")
-  [[ "$GEN" != 0 ]] && tests+=("tg$GEN")
+  at=""
+  [[ "$DEPTH" != 0 ]] && at="@d$DEPTH"
+  [[ "$PROMPT" != 0 ]] && tests+=("pp$PROMPT$at")
+  [[ "$GEN" != 0 ]] && tests+=("tg$GEN$at")
   for test in "${tests[@]}"; do
     t=$(for f in "$out"/tandem-"$type"-*.json; do best "$f"; done | awk -v t="$test" '$1==t {print $2}' | sort -g | tail -1)
     l="-"; ratio="-"
@@ -52,6 +61,6 @@ for type in $TYPES; do
       l=$(for f in "$out"/llama-"$type"-*.json; do best "$f"; done | awk -v t="$test" '$1==t {print $2}' | sort -g | tail -1)
       ratio=$(awk -v a="$t" -v b="$l" 'BEGIN { printf "%.2fx", a / b }')
     fi
-    printf "%-6s %-6s %14.2f %14s %8s\n" "$type" "$test" "$t" "$l" "$ratio"
+    printf "%-6s %-12s %14.2f %14s %8s\n" "$type" "$test" "$t" "$l" "$ratio"
   done
 done
