@@ -2,12 +2,11 @@
 // depths (-d, as llama-bench -d), and clear errors for bad options.
 #include <gtest/gtest.h>
 
-#include <cstdlib>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <nlohmann/json.hpp>
+#include <utility>
 
+#include "tests/test_support.h"
 #include "tools/gen_model.h"
 
 namespace tandem {
@@ -29,16 +28,10 @@ class BenchCli : public testing::Test {
   static std::string model() { return (dir_ / "tiny.gguf").string(); }
 
   static int bench(const std::string& args, std::string* out, std::string* err) {
-    const std::string o = (dir_ / "out.txt").string(), e = (dir_ / "err.txt").string();
-    const int rc =
-        std::system((std::string(TANDEM_BINARY) + " bench " + args + " >" + o + " 2>" + e).c_str());
-    auto slurp = [](const std::string& p) {
-      std::ifstream in(p);
-      return std::string(std::istreambuf_iterator<char>(in), {});
-    };
-    *out = slurp(o);
-    *err = slurp(e);
-    return WEXITSTATUS(rc);
+    test::CliResult r = test::run_tandem("bench " + args, dir_.string());
+    *out = std::move(r.out);
+    *err = std::move(r.err);
+    return r.exit_code;
   }
 
   static inline fs::path dir_;

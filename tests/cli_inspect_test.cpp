@@ -1,7 +1,6 @@
 // `tandem inspect` as a user runs it (the built binary, TANDEM_BINARY): reference models print
 // their architecture and shapes; broken files exit non-zero with a one-line reason.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -21,24 +20,11 @@ std::string temp_path(const std::string& name) {
       .string();
 }
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), {}};
-}
-
-struct CliResult {
-  int exit_code;
-  std::string out, err;
-};
+using test::CliResult;
+using test::slurp;
 
 CliResult inspect(const std::string& args) {
-  const std::string out = temp_path("out.log"), err = temp_path("err.log");
-  const int status = std::system(
-      (std::string(TANDEM_BINARY) + " inspect " + args + " >" + out + " 2>" + err).c_str());
-  CliResult r{WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
-  fs::remove(out);
-  fs::remove(err);
-  return r;
+  return test::run_tandem("inspect " + args, fs::temp_directory_path().string());
 }
 
 void write_file(const std::string& path, const std::string& bytes) {

@@ -9,9 +9,11 @@
 #include <fstream>
 #include <iterator>
 #include <nlohmann/json.hpp>
+#include <utility>
 
 #include "cpu/cpu_features.h"
 #include "engine/gguf_writer.h"
+#include "tests/test_support.h"
 #include "tools/gen_model.h"
 
 namespace tandem {
@@ -33,16 +35,10 @@ class RunCli : public testing::Test {
   static std::string path(const std::string& name) { return (dir_ / name).string(); }
 
   static int run(const std::string& args, std::string* out, std::string* err) {
-    const std::string o = path("out.txt"), e = path("err.txt");
-    const int rc =
-        std::system((std::string(TANDEM_BINARY) + " run " + args + " >" + o + " 2>" + e).c_str());
-    auto slurp = [](const std::string& p) {
-      std::ifstream in(p);
-      return std::string(std::istreambuf_iterator<char>(in), {});
-    };
-    *out = slurp(o);
-    *err = slurp(e);
-    return WEXITSTATUS(rc);
+    test::CliResult r = test::run_tandem("run " + args, dir_.string());
+    *out = std::move(r.out);
+    *err = std::move(r.err);
+    return r.exit_code;
   }
 
   // Logit dump of three prompt tokens and three greedy steps on the tiny model, run with

@@ -1,12 +1,16 @@
 // Where tests find the reference data (../shared): TANDEM_SHARED_DIR, else the build's default;
-// fresh temporary directories.
+// fresh temporary directories; the tandem binary run as a user runs it.
 #pragma once
 
-#include <stdlib.h>  // mkdtemp
+#include <stdlib.h>    // mkdtemp
+#include <sys/wait.h>  // WIFEXITED
+#include <unistd.h>    // getpid
 
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -52,6 +56,31 @@ class TempDir {
  private:
   std::string path_;
 };
+
+inline std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+// What `tandem ARGS` did: its exit code (-1 when it did not exit), stdout and stderr.
+struct CliResult {
+  int exit_code = -1;
+  std::string out, err;
+};
+
+// Runs the tandem binary with `args` (the tail of a shell command line); its output passes
+// through two files in `scratch_dir` named after this process, removed afterwards.
+inline CliResult run_tandem(const std::string& args, const std::string& scratch_dir) {
+  const std::string base = scratch_dir + "/tandem-cli-" + std::to_string(::getpid());
+  const std::string out = base + ".out", err = base + ".err";
+  const int status =
+      std::system((std::string(TANDEM_BINARY) + " " + args + " >" + out + " 2>" + err).c_str());
+  CliResult r{WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
+  std::error_code ignored;
+  std::filesystem::remove(out, ignored);
+  std::filesystem::remove(err, ignored);
+  return r;
+}
 
 }  // namespace tandem::test
 

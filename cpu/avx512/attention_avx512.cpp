@@ -2,8 +2,10 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <type_traits>
+#include <utility>
 
 #include "cpu/attention_kernels.h"
 #include "cpu/avx512/simd512.h"
@@ -215,8 +217,8 @@ void grouped_scores(const float* q, int64_t n_rep, const K* k, int64_t stride, i
 // out[r * dim + i] = sum over p of w[r * n_pos + p] * v[p * stride + i], for NR heads: NV
 // vectors of dims at a time, positions in order as weighted_sum_span sums them.
 template <int NR, int NV, class V>
-void grouped_weighted_sum(const float* w, const V* v, int64_t stride, int64_t n_pos, int64_t dim,
-                          float* out) {
+void weighted_sum_slices(const float* w, const V* v, int64_t stride, int64_t n_pos, int64_t dim,
+                         float* out) {
   for (int64_t p0 = 0; p0 < n_pos; p0 += kValueRowBlock) {
     const int64_t p1 = std::min(n_pos, p0 + kValueRowBlock);
     for (int64_t i = 0; i < dim; i += 16 * NV) {
@@ -243,9 +245,18 @@ void grouped_weighted_sum(const float* w, const V* v, int64_t stride, int64_t n_
 template <int NR, class V>
 void grouped_weighted_sum(const float* w, const V* v, int64_t stride, int64_t n_pos, int64_t dim,
                           float* out) {
-  if (dim % 32 == 0) return grouped_weighted_sum<NR, 2>(w, v, stride, n_pos, dim, out);
-  grouped_weighted_sum<NR, 1>(w, v, stride, n_pos, dim, out);
+  if (dim % 32 == 0) return weighted_sum_slices<NR, 2>(w, v, stride, n_pos, dim, out);
+  weighted_sum_slices<NR, 1>(w, v, stride, n_pos, dim, out);
 }
+
+// grouped_weighted_sum for 1 .. kMaxHeadsPerPass heads, by head count - 1.
+template <class V, size_t... N>
+constexpr auto grouped_weighted_sum_table(std::index_sequence<N...>) {
+  return std::array{&grouped_weighted_sum<static_cast<int>(N) + 1, V>...};
+}
+template <class V>
+constexpr auto kGroupedWeightedSums =
+    grouped_weighted_sum_table<V>(std::make_index_sequence<kMaxHeadsPerPass>());
 
 template <class KV>
 void attend_heads(const float* q, int64_t n_rep, const KV* k, const KV* v, int64_t stride,
@@ -262,34 +273,9 @@ void attend_heads(const float* q, int64_t n_rep, const KV* k, const KV* v, int64
   grouped_scores(q, n_rep, k, stride, n_pos, dim, scale, scores_out);
   for (int64_t r = 0; r < n_rep; ++r) softmax(scores_out + r * n_pos, n_pos);
   for (int64_t r0 = 0; r0 < n_rep; r0 += kMaxHeadsPerPass) {
-    const float* w = scores_out + r0 * n_pos;
-    float* o = out + r0 * dim;
-    switch (std::min<int64_t>(kMaxHeadsPerPass, n_rep - r0)) {
-      case 1:
-        grouped_weighted_sum<1>(w, v, stride, n_pos, dim, o);
-        break;
-      case 2:
-        grouped_weighted_sum<2>(w, v, stride, n_pos, dim, o);
-        break;
-      case 3:
-        grouped_weighted_sum<3>(w, v, stride, n_pos, dim, o);
-        break;
-      case 4:
-        grouped_weighted_sum<4>(w, v, stride, n_pos, dim, o);
-        break;
-      case 5:
-        grouped_weighted_sum<5>(w, v, stride, n_pos, dim, o);
-        break;
-      case 6:
-        grouped_weighted_sum<6>(w, v, stride, n_pos, dim, o);
-        break;
-      case 7:
-        grouped_weighted_sum<7>(w, v, stride, n_pos, dim, o);
-        break;
-      default:
-        grouped_weighted_sum<8>(w, v, stride, n_pos, dim, o);
-        break;
-    }
+    const int64_t heads = std::min<int64_t>(kMaxHeadsPerPass, n_rep - r0);
+    kGroupedWeightedSums<KV>[heads - 1](scores_out + r0 * n_pos, v, stride, n_pos, dim,
+                                        out + r0 * dim);
   }
 }
 
