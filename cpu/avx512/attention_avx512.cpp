@@ -61,6 +61,20 @@ inline __m512 transpose_sum16(const __m512 v[16]) {
                        _mm512_shuffle_f32x4(octs[0], octs[1], 0xDD));
 }
 
+// out[0, 16) = scaled dot products of q with 16 rows (dim a multiple of 16).
+template <class K>
+inline void scores16(const float* q, const K* rows, int64_t stride, int64_t dim, __m512 vscale,
+                     float* out) {
+  __m512 acc[16];
+  for (int j = 0; j < 16; ++j) acc[j] = _mm512_setzero_ps();
+  for (int64_t i = 0; i < dim; i += 16) {
+    const __m512 qi = _mm512_loadu_ps(q + i);
+    for (int j = 0; j < 16; ++j)
+      acc[j] = _mm512_fmadd_ps(qi, load_row(rows + j * stride + i), acc[j]);
+  }
+  _mm512_storeu_ps(out, _mm512_mul_ps(transpose_sum16(acc), vscale));
+}
+
 template <class K>
 void scores(const float* q, const K* k, int64_t stride, int64_t n_pos, int64_t dim, float scale,
             float* out) {
@@ -72,16 +86,7 @@ void scores(const float* q, const K* k, int64_t stride, int64_t n_pos, int64_t d
   // decode, where attention is 2-4% of a step, the difference stayed within this VM's noise.)
   if (!tail) {
     const __m512 vscale = _mm512_set1_ps(scale);
-    for (; p + 16 <= n_pos; p += 16) {
-      __m512 acc[16];
-      for (int j = 0; j < 16; ++j) acc[j] = _mm512_setzero_ps();
-      for (int64_t i = 0; i < dim; i += 16) {
-        const __m512 qi = _mm512_loadu_ps(q + i);
-        for (int j = 0; j < 16; ++j)
-          acc[j] = _mm512_fmadd_ps(qi, load_row(k + (p + j) * stride + i), acc[j]);
-      }
-      _mm512_storeu_ps(out + p, _mm512_mul_ps(transpose_sum16(acc), vscale));
-    }
+    for (; p + 16 <= n_pos; p += 16) scores16(q, k + p * stride, stride, dim, vscale, out + p);
   }
   for (; p < n_pos; ++p) {
     const K* row = k + p * stride;
@@ -197,17 +202,8 @@ void grouped_scores(const float* q, int64_t n_rep, const K* k, int64_t stride, i
       rows = widened;
       row_stride = dim;
     }
-    for (int64_t r = 0; r < n_rep; ++r) {
-      const float* qr = q + r * dim;
-      __m512 acc[16];
-      for (int j = 0; j < 16; ++j) acc[j] = _mm512_setzero_ps();
-      for (int64_t i = 0; i < dim; i += 16) {
-        const __m512 qi = _mm512_loadu_ps(qr + i);
-        for (int j = 0; j < 16; ++j)
-          acc[j] = _mm512_fmadd_ps(qi, _mm512_loadu_ps(rows + j * row_stride + i), acc[j]);
-      }
-      _mm512_storeu_ps(out + r * n_pos + p, _mm512_mul_ps(transpose_sum16(acc), vscale));
-    }
+    for (int64_t r = 0; r < n_rep; ++r)
+      scores16(q + r * dim, rows, row_stride, dim, vscale, out + r * n_pos + p);
   }
   if (p == n_pos) return;
   for (int64_t r = 0; r < n_rep; ++r)  // the last n_pos % 16 rows, as scores() takes them
