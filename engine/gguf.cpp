@@ -291,7 +291,6 @@ uint8_t* GgufFile::writable_data(const TensorView& t) {
 void GgufFile::seal() {
   if (sealed_) return;
   sealed_ = true;
-  mprotect(region_, region_size_, PROT_READ);  // weights are never written; a stray write faults
 }
 
 void GgufFile::read_into_memory() {
