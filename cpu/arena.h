@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <thread>
 #include <vector>
 
@@ -70,7 +71,85 @@ class CpuArena {
     });
   }
 
+  // Runs f(c) for every chunk c in [0, share_first.back()) and returns when all are done.
+  // Worker w owns the chunks [share_first[w], share_first[w + 1]) and takes them front to back
+  // (one stream per thread); with its own gone, it takes the others' last chunks. A caller that
+  // makes a share's last chunks small gets workers that finish close together.
+  template <class F>
+  void parallel_chunks(std::span<const int64_t> share_first, F&& f) {
+    const int64_t n_chunks = share_first.back();
+    if (n_chunks <= 0) return;
+    const int n_workers = static_cast<int>(share_first.size()) - 1;
+    if (n_workers == 1) {
+      for (int64_t c = 0; c < n_chunks; ++c) f(c);
+      return;
+    }
+    ChunkShares shares(share_first);
+    run_workers(n_workers, [&](int w) {
+      for (int64_t c = shares.take(w); c >= 0; c = shares.take(w)) f(c);
+    });
+  }
+
  private:
+  // Per-worker ranges of chunk indices; each range's [lo, hi) is one atomic word so the owner
+  // (taking lo) and a thief (taking hi - 1) never both get a chunk.
+  class ChunkShares {
+   public:
+    explicit ChunkShares(std::span<const int64_t> first) : ranges_(first.size() - 1) {
+      for (size_t w = 0; w + 1 < first.size(); ++w) {
+        const auto lo = static_cast<uint64_t>(first[w]), hi = static_cast<uint64_t>(first[w + 1]);
+        ranges_[w].bounds.store(lo << 32 | hi, std::memory_order_relaxed);
+      }
+    }
+    // Worker w's next chunk, or -1 when none is left anywhere.
+    int64_t take(int w) {
+      if (const int64_t c = take_front(ranges_[w]); c >= 0) return c;
+      const int n = static_cast<int>(ranges_.size());
+      for (int i = 1; i < n; ++i) {
+        if (const int64_t c = take_back(ranges_[(w + i) % n]); c >= 0) return c;
+      }
+      return -1;
+    }
+
+   private:
+    struct alignas(64) Range {
+      std::atomic<uint64_t> bounds{0};  // lo in the high half, hi in the low half
+    };
+    static int64_t take_front(Range& r) {
+      uint64_t b = r.bounds.load(std::memory_order_relaxed);
+      while ((b >> 32) < (b & 0xffffffffu)) {
+        if (r.bounds.compare_exchange_weak(b, b + (uint64_t{1} << 32), std::memory_order_relaxed))
+          return static_cast<int64_t>(b >> 32);
+      }
+      return -1;
+    }
+    static int64_t take_back(Range& r) {
+      uint64_t b = r.bounds.load(std::memory_order_relaxed);
+      while ((b >> 32) < (b & 0xffffffffu)) {
+        if (r.bounds.compare_exchange_weak(b, b - 1, std::memory_order_relaxed))
+          return static_cast<int64_t>(b & 0xffffffffu) - 1;
+      }
+      return -1;
+    }
+    std::vector<Range> ranges_;
+  };
+
+  // Calls worker(w) for w in [0, n) on the arena's threads (a thread may run several).
+  template <class Worker>
+  void run_workers(int n, Worker&& worker) {
+#if defined(__SANITIZE_THREAD__)
+    std::vector<std::thread> helpers;
+    for (int w = 1; w < n; ++w) helpers.emplace_back([&worker, w] { worker(w); });
+    worker(0);
+    for (std::thread& t : helpers) t.join();
+#else
+    arena_->execute([&] {
+      tbb::parallel_for(
+          0, n, 1, [&](int w) { worker(w); }, tbb::simple_partitioner());
+    });
+#endif
+  }
+
   int n_threads_ = 1;
   std::unique_ptr<tbb::task_arena> arena_;
   std::unique_ptr<CorePinner> pinner_;

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <functional>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "cpu/arena.h"
@@ -177,6 +178,52 @@ TEST(CpuArena, ParallelForCoversRangeOnce) {
   });
   for (int64_t i = 0; i < 1000; ++i) EXPECT_EQ(hits[i].load(), i < 3 ? 0 : 1) << i;
   arena.parallel_for(5, 5, 1, [&](int64_t, int64_t) { ADD_FAILURE() << "empty range ran"; });
+}
+
+TEST(CpuArena, ParallelChunksRunEveryChunkOnce) {
+  // Uneven shares, an empty one, and a slow first chunk so the other workers steal from its end.
+  const std::vector<int64_t> share_first = {0, 30, 30, 37, 90};
+  for (int threads : {1, 2, 4}) {
+    CpuArena arena(threads);
+    std::vector<std::atomic<int>> hits(90);
+    arena.parallel_chunks(share_first, [&](int64_t c) {
+      if (c == 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      hits[c].fetch_add(1);
+    });
+    for (int64_t c = 0; c < 90; ++c) EXPECT_EQ(hits[c].load(), 1) << c << ", " << threads;
+  }
+  CpuArena arena(2);
+  const std::vector<int64_t> none = {0, 0, 0};
+  arena.parallel_chunks(none, [&](int64_t) { ADD_FAILURE() << "a chunk of an empty plan ran"; });
+}
+
+TEST(Matmul, ManyJobsOfOddSizesEqualOneThread) {
+  // Decode-sized products of many matrices (an MoE layer's experts): rows not multiples of the
+  // 16-row block, jobs without tokens, shares that end inside a job, small chunks at each share's
+  // end. Every row must come out exactly once and as one thread computes it.
+  std::vector<Weights> w;
+  const std::vector<int64_t> rows = {768, 19, 0, 130, 16, 257, 1, 48, 768, 33};
+  for (size_t i = 0; i < rows.size(); ++i)
+    w.push_back(random_weights(GgmlType::Q4_K, std::max<int64_t>(rows[i], 1), 256, 0, 70 + i));
+  const auto x = random_acts(256, 71);
+  std::vector<std::vector<float>> want(rows.size()), got(rows.size());
+  std::vector<MatmulJob> one, two;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    want[i].assign(static_cast<size_t>(w[i].ref.n_rows), NAN);
+    got[i].assign(static_cast<size_t>(w[i].ref.n_rows), NAN);
+    const int64_t tokens = rows[i] == 0 ? 0 : 1;
+    one.push_back({w[i].ref, x.data(), tokens, want[i].data()});
+    two.push_back({w[i].ref, x.data(), tokens, got[i].data()});
+  }
+  matmul_many(one, nullptr);
+  CpuArena arena(2);
+  matmul_many(two, &arena);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    for (int64_t r = 0; r < rows[i]; ++r) {
+      ASSERT_FALSE(std::isnan(got[i][r])) << "job " << i << " row " << r << " not computed";
+      ASSERT_EQ(got[i][r], want[i][r]) << "job " << i << " row " << r;
+    }
+  }
 }
 
 TEST(CpuArena, DefaultUsesPhysicalCores) {
