@@ -8,7 +8,8 @@
 # ROUNDS (2: each tool runs ROUNDS times, alternating, and the best round counts),
 # PROMPT (512; 0 skips prefill), GEN (128; 0 skips decode), DEPTH (0: tokens already in the
 # context before each test, as llama-bench -d), KV (f16: the KV cache type of both tools,
-# llama-bench's default), MODELS_DIR (models/).
+# llama-bench's default), MODELS_DIR (models/), LLAMA_ARGS (more llama-bench options, e.g.
+# "-mmp 0" to read the weights into memory as Tandem does instead of mapping the file).
 # The bench models are generated on first use
 # with `tandem gen-model --preset bench` (~6 GB in Q8_0, ~3.5 GB in Q4_K).
 set -euo pipefail
@@ -46,7 +47,7 @@ for type in $TYPES; do
       --kv-type "$KV" -o json > "$out/tandem-$type-$round.json"
     if [[ -n "${LLAMA_BENCH:-}" ]]; then
       "$LLAMA_BENCH" -m "$model" -p "$PROMPT" -n "$GEN" -d "$DEPTH" -t "$THREADS" -r "$REPS" \
-        -ctk "$KV" -ctv "$KV" -o json > "$out/llama-$type-$round.json" 2>/dev/null
+        -ctk "$KV" -ctv "$KV" ${LLAMA_ARGS:-} -o json > "$out/llama-$type-$round.json" 2>/dev/null
     fi
   done
   tests=()
