@@ -120,9 +120,9 @@ struct ChunkPlan {
 
 // Splits the jobs' rows, in whole 16-row blocks (the largest kernel row block), into one share
 // per worker, equal in blocks, and each share into chunks of about 1 / per_share of it, except
-// that the share's last two chunks' worth are cut in halves down to one block. The worker that
-// finishes its share first takes the other's small chunks from its end, so the workers finish
-// within a block or two of each other instead of up to a whole chunk apart: a decode step's
+// that the share's last chunk's worth is cut into a half, a quarter, ... down to one block. The
+// worker that finishes its share first takes the other's small chunks from its end, so the workers
+// finish within a block or two of each other instead of up to a whole chunk apart: a decode step's
 // products (qkv, wo, router, gate/up, down per layer) waited 1.0-1.4 ms per step with uniform
 // chunks and 0.3-0.6 ms with these (Q4_K bench model, 2 threads, summed over both threads).
 // The plan is the calling thread's, per nesting depth like scratch(); lambdas run by other
