@@ -44,23 +44,15 @@ class CpuArena {
       return;
     }
 #if defined(__SANITIZE_THREAD__)
-    // Debian's libtbb is not built with ThreadSanitizer, so the hand-off of a task between
-    // TBB threads is invisible to it and every parallel_for would be reported as a race.
-    // Sanitizer builds fork and join plain std::threads instead: same chunks, synchronisation
-    // TSan can see, so races in the callers' code are still found.
+    // Same chunks, taken from a shared counter by run_workers' plain threads (see there).
     const int64_t n_chunks = (end - begin + grain - 1) / grain;
     std::atomic<int64_t> next{0};
-    auto run_chunks = [&] {
+    run_workers(static_cast<int>(std::min<int64_t>(n_threads_, n_chunks)), [&](int) {
       for (int64_t c = next.fetch_add(1); c < n_chunks; c = next.fetch_add(1)) {
         const int64_t lo = begin + c * grain;
         f(lo, lo + grain < end ? lo + grain : end);
       }
-    };
-    std::vector<std::thread> helpers;
-    const int64_t n_helpers = std::min<int64_t>(n_threads_, n_chunks) - 1;
-    for (int64_t i = 0; i < n_helpers; ++i) helpers.emplace_back(run_chunks);
-    run_chunks();
-    for (std::thread& t : helpers) t.join();
+    });
     return;
 #endif
     arena_->execute([&] {
@@ -138,6 +130,10 @@ class CpuArena {
   template <class Worker>
   void run_workers(int n, Worker&& worker) {
 #if defined(__SANITIZE_THREAD__)
+    // Debian's libtbb is not built with ThreadSanitizer, so the hand-off of a task between
+    // TBB threads is invisible to it and every parallel loop would be reported as a race.
+    // Sanitizer builds fork and join plain std::threads instead: synchronisation TSan can
+    // see, so races in the callers' code are still found.
     std::vector<std::thread> helpers;
     for (int w = 1; w < n; ++w) helpers.emplace_back([&worker, w] { worker(w); });
     worker(0);

@@ -132,8 +132,9 @@ const ChunkPlan& plan_chunks(std::span<const int64_t> job_rows, int n_workers, i
   if (plans.size() < static_cast<size_t>(tls_depth) + 1) plans.resize(tls_depth + 1);
   ChunkPlan& plan = plans[tls_depth];
   constexpr int64_t kBlock = 16;
+  const auto blocks = [&](size_t job) { return (job_rows[job] + kBlock - 1) / kBlock; };
   int64_t n_blocks = 0;
-  for (int64_t rows : job_rows) n_blocks += (rows + kBlock - 1) / kBlock;
+  for (size_t job = 0; job < job_rows.size(); ++job) n_blocks += blocks(job);
   plan.chunks.clear();
   plan.share_first.assign(1, 0);
   size_t j = 0;
@@ -143,9 +144,8 @@ const ChunkPlan& plan_chunks(std::span<const int64_t> job_rows, int n_workers, i
     const int64_t end = n_blocks * (w + 1) / n_workers;
     const int64_t grain = std::max<int64_t>(1, (end - b + per_share - 1) / per_share);
     while (b < end) {
-      while (job_first + (job_rows[j] + kBlock - 1) / kBlock <= b)
-        job_first += (job_rows[j++] + kBlock - 1) / kBlock;
-      const int64_t job_end = job_first + (job_rows[j] + kBlock - 1) / kBlock;
+      while (job_first + blocks(j) <= b) job_first += blocks(j++);
+      const int64_t job_end = job_first + blocks(j);
       const int64_t left = end - b;
       const int64_t size = std::min(left > 2 * grain ? grain : (left + 1) / 2, job_end - b);
       const int64_t local = b - job_first;
