@@ -9,9 +9,29 @@ namespace tandem {
 
 void swiglu_avx512(const float* gate, const float* up, int64_t n, float* out);  // cpu/avx512/
 
+namespace {
+
+// Sum of x[i]^2 in double, as ggml sums it. Eight partial sums instead of one chain: the
+// chain's add latency made the norms (~50 of 2048 values and ~580 per-head norms of 128 per
+// decode step) about 1.5% of a step. The reordering moves the double sum by ~1e-16 relative,
+// far below the float the mean is then rounded to.
+
+double sum_of_squares(const float* x, int64_t n) {
+  double part[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int k = 0; k < 8; ++k) part[k] += static_cast<double>(x[i + k] * x[i + k]);
+  }
+  double sum =
+      ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+  for (; i < n; ++i) sum += static_cast<double>(x[i] * x[i]);
+  return sum;
+}
+
+}  // namespace
+
 void rms_norm(const float* x, const float* w, int64_t n, float eps, float* y) {
-  double sum = 0.0;
-  for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(x[i] * x[i]);
+  const double sum = sum_of_squares(x, n);
   const float mean = static_cast<float>(sum / static_cast<double>(n));
   const float scale = 1.0f / std::sqrt(mean + eps);
   // Two roundings (normalise, then weight) as ggml's separate rms_norm and mul ops do.

@@ -1,5 +1,6 @@
 // Element-wise ops of the forward pass: the dispatched (AVX-512) forms against the scalar
-// references, and the two-step RoPE against the one-call form.
+// references, rms_norm against ggml's sequential sum, and the two-step RoPE against the
+// one-call form.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -63,6 +64,29 @@ TEST(Ops, SwigluMatchesReference) {
       // In place, as the engine calls it (out aliases gate).
       swiglu(gate.data(), up.data(), static_cast<int64_t>(n), gate.data());
       for (size_t i = 0; i < n; ++i) EXPECT_EQ(std::isnan(gate[i]) || gate[i] == got[i], true) << i;
+    }
+  }
+}
+
+// rms_norm sums its squares in eight partial sums; ggml sums them in one chain. Both sums are in
+// double, so the float results agree (to one ulp where the mean lands on a rounding boundary),
+// for every length the unrolled loop and its tail can see.
+TEST(Ops, RmsNormEqualsSequentialSum) {
+  std::mt19937 rng(11);
+  for (const int64_t n : {1, 7, 8, 9, 15, 128, 2047, 2048, 4096}) {
+    for (const float scale : {1e-3f, 1.0f, 300.0f}) {
+      const std::vector<float> x = normal_floats(rng, static_cast<size_t>(n), scale);
+      const std::vector<float> w = normal_floats(rng, static_cast<size_t>(n), 1.0f);
+      double sum = 0.0;
+      for (const float v : x) sum += static_cast<double>(v * v);
+      const float mean = static_cast<float>(sum / static_cast<double>(n));
+      const float want_scale = 1.0f / std::sqrt(mean + 1e-6f);
+      std::vector<float> y(static_cast<size_t>(n));
+      rms_norm(x.data(), w.data(), n, 1e-6f, y.data());
+      for (int64_t i = 0; i < n; ++i) {
+        const float want = x[i] * want_scale * w[i];
+        expect_close(y[i], want, 3 * std::numeric_limits<float>::epsilon(), "rms_norm", i);
+      }
     }
   }
 }
