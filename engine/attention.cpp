@@ -60,15 +60,22 @@ void KvCache::store(int32_t layer, std::span<const BatchEntry> batch, const floa
   }
 }
 
+void rope_table(const ModelSpec& s, std::span<const BatchEntry> batch, std::vector<float>& out) {
+  out.resize(batch.size() * static_cast<size_t>(s.n_rot));
+  for (size_t t = 0; t < batch.size(); ++t) {
+    rope_angles(s.n_rot, batch[t].pos, s.rope_freq_base, s.rope_freq_scale,
+                out.data() + t * s.n_rot);
+  }
+}
+
 void normalize_and_rotate_qk(const ModelSpec& s, const LayerWeights& w,
-                             std::span<const BatchEntry> batch, float* q, float* k) {
+                             std::span<const BatchEntry> batch, const float* cos_sin, float* q,
+                             float* k) {
   const bool neox = s.rope_style == RopeStyle::Neox;
   const auto* qn = reinterpret_cast<const float*>(w.q_norm.data);
   const auto* kn = reinterpret_cast<const float*>(w.k_norm.data);
-  thread_local std::vector<float> cos_sin;
-  cos_sin.resize(static_cast<size_t>(s.n_rot));
   for (size_t t = 0; t < batch.size(); ++t) {
-    rope_angles(s.n_rot, batch[t].pos, s.rope_freq_base, s.rope_freq_scale, cos_sin.data());
+    const float* angles = cos_sin + t * s.n_rot;
     float* qt = q + t * s.q_dim();
     float* kt = k + t * s.kv_dim();
     if (s.qk_norm == QkNorm::Full) {
@@ -78,12 +85,12 @@ void normalize_and_rotate_qk(const ModelSpec& s, const LayerWeights& w,
     for (int32_t h = 0; h < s.n_head; ++h) {
       float* head = qt + h * s.head_dim;
       if (s.qk_norm == QkNorm::PerHead) rms_norm(head, qn, s.head_dim, s.rms_eps, head);
-      rope_rotate(head, s.n_rot, cos_sin.data(), neox);
+      rope_rotate(head, s.n_rot, angles, neox);
     }
     for (int32_t h = 0; h < s.n_head_kv; ++h) {
       float* head = kt + h * s.head_dim;
       if (s.qk_norm == QkNorm::PerHead) rms_norm(head, kn, s.head_dim, s.rms_eps, head);
-      rope_rotate(head, s.n_rot, cos_sin.data(), neox);
+      rope_rotate(head, s.n_rot, angles, neox);
     }
   }
 }

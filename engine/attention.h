@@ -51,10 +51,15 @@ class KvCache {
   std::vector<uint16_t> k16_, v16_;
 };
 
+// RoPE's cos/sin pairs at each token's position, [n_tokens][n_rot]: the same for every layer,
+// so a forward pass computes them once.
+void rope_table(const ModelSpec& spec, std::span<const BatchEntry> batch, std::vector<float>& out);
+
 // Per-head or full RMSNorm of q and k (as the architecture says), then RoPE at each token's
-// position. q: [n_tokens][q_dim], k: [n_tokens][kv_dim], in place.
+// position (`cos_sin` from rope_table). q: [n_tokens][q_dim], k: [n_tokens][kv_dim], in place.
 void normalize_and_rotate_qk(const ModelSpec& spec, const LayerWeights& w,
-                             std::span<const BatchEntry> batch, float* q, float* k);
+                             std::span<const BatchEntry> batch, const float* cos_sin, float* q,
+                             float* k);
 
 // out[t] = softmax(q[t] . K^T / sqrt(head_dim)) V over positions 0..pos of t's sequence.
 void attend(const ModelSpec& spec, const KvCache& kv, int32_t layer,

@@ -54,6 +54,7 @@ struct Engine::State {
   Routing predicted;             // the next layer's routing as predicted from this layer
   std::vector<float> deferred;   // [n_tokens][n_embd] expert outputs awaiting the next layer
   std::vector<float> logits_in;  // [n_out][n_embd]
+  std::vector<float> rope;       // [n_tokens][n_rot] cos/sin pairs
   MoeScratch moe;
   Routing routing;
   std::unique_ptr<ExpertExecutor> experts;
@@ -196,6 +197,8 @@ void Engine::forward(std::span<const BatchEntry> batch, std::vector<float>& logi
                    st.x.data() + t * s.n_embd, s.n_embd);
   }
 
+  rope_table(s, batch, st.rope);
+
   bool deferred_pending = false;
   for (int32_t il = 0; il < s.n_layer; ++il) {
     const LayerWeights& w = model_.layers()[il];
@@ -214,7 +217,7 @@ void Engine::forward(std::span<const BatchEntry> batch, std::vector<float>& logi
       add_bias(st.k.data(), w.bk, n, s.kv_dim());
       add_bias(st.v.data(), w.bv, n, s.kv_dim());
     }
-    normalize_and_rotate_qk(s, w, batch, st.q.data(), st.k.data());
+    normalize_and_rotate_qk(s, w, batch, st.rope.data(), st.q.data(), st.k.data());
     st.kv.store(il, batch, st.k.data(), st.v.data());
     attend(s, st.kv, il, batch, st.q.data(), st.attn.data(), arena);
     matmul(matrix(w.wo), st.attn.data(), n, st.proj.data(), arena);
