@@ -212,9 +212,42 @@ void matmul(const MatrixRef& w, const float* x, int64_t n_tokens, float* y, CpuA
   arena->parallel_for(0, w.n_rows, row_grain(w.n_rows, arena->n_threads(), n_tokens), run);
 }
 
+namespace {
+
+// Packs in pieces of at most kPackTokens tokens, so a long prompt's shared pack (q/k/v) is
+// spread over the threads too.
+constexpr int64_t kPackTokens = 32;
+
+struct PackPiece {
+  size_t job;
+  int64_t t_lo, t_hi;
+};
+
+// matmul_many's per-call bookkeeping, kept per thread and nesting depth like scratch(): a
+// decode step makes ~100 calls, and six fresh vectors each were ~0.3% of its samples.
+struct ManyWork {
+  std::vector<const FastKernel*> kernels;
+  std::vector<int64_t> pack_offset;
+  std::vector<char> owns_pack;
+  std::vector<ActPack> packs;
+  std::vector<PackPiece> pieces;
+  std::vector<int64_t> job_rows;
+};
+
+ManyWork& many_work() {
+  thread_local std::vector<ManyWork> works;
+  if (works.size() < static_cast<size_t>(tls_depth) + 1) works.resize(tls_depth + 1);
+  return works[tls_depth];
+}
+
+}  // namespace
+
 void matmul_many(std::span<const MatmulJob> jobs, CpuArena* arena) {
   const CpuFeatures& features = cpu_features();
-  std::vector<const FastKernel*> kernels(jobs.size());
+  const DepthGuard depth;
+  ManyWork& work = many_work();
+  std::vector<const FastKernel*>& kernels = work.kernels;
+  kernels.assign(jobs.size(), nullptr);
   for (size_t j = 0; j < jobs.size(); ++j) {
     check_matrix(jobs[j].w);
     kernels[j] = find_fast_kernel(jobs[j].w.type, features);
@@ -223,11 +256,12 @@ void matmul_many(std::span<const MatmulJob> jobs, CpuArena* arena) {
       return;
     }
   }
-  const DepthGuard depth;
   // Pack offsets: a job reuses the previous job's pack when it reads the same activations in
   // the same layout (an expert's gate and up products).
-  std::vector<int64_t> pack_offset(jobs.size());
-  std::vector<bool> owns_pack(jobs.size());
+  std::vector<int64_t>& pack_offset = work.pack_offset;
+  std::vector<char>& owns_pack = work.owns_pack;
+  pack_offset.assign(jobs.size(), 0);
+  owns_pack.assign(jobs.size(), 0);
   int64_t pack_bytes = 0;
   for (size_t j = 0; j < jobs.size(); ++j) {
     const MatmulJob& job = jobs[j];
@@ -242,15 +276,11 @@ void matmul_many(std::span<const MatmulJob> jobs, CpuArena* arena) {
     pack_bytes += (act_pack_bytes(kernels[j]->layout, job.w.n_cols, job.n_tokens) + 63) / 64 * 64;
   }
   uint8_t* buf = scratch(pack_bytes);
-  std::vector<ActPack> packs(jobs.size());
-  // Packs in pieces of at most kPackTokens tokens, so a long prompt's shared pack (q/k/v) is
-  // spread over the threads too. The first call per job only sets the pointers.
-  constexpr int64_t kPackTokens = 32;
-  struct PackPiece {
-    size_t job;
-    int64_t t_lo, t_hi;
-  };
-  std::vector<PackPiece> pieces;
+  std::vector<ActPack>& packs = work.packs;
+  packs.assign(jobs.size(), ActPack{});
+  // The first call per job only sets the pointers.
+  std::vector<PackPiece>& pieces = work.pieces;
+  pieces.clear();
   for (size_t j = 0; j < jobs.size(); ++j) {
     if (!owns_pack[j]) continue;
     const MatmulJob& job = jobs[j];
@@ -273,8 +303,8 @@ void matmul_many(std::span<const MatmulJob> jobs, CpuArena* arena) {
   // Rows of all jobs in chunks: twice chunks_per_thread per worker share over the whole batch
   // (chunks end at a job's last row too).
   int64_t max_tokens = 0;
-  std::vector<int64_t> job_rows;
-  job_rows.reserve(jobs.size());
+  std::vector<int64_t>& job_rows = work.job_rows;
+  job_rows.clear();
   for (const MatmulJob& job : jobs) {
     job_rows.push_back(job.n_tokens > 0 ? job.w.n_rows : 0);
     max_tokens = std::max(max_tokens, job.n_tokens);
