@@ -2,39 +2,19 @@
 // depths (-d, as llama-bench -d), and clear errors for bad options.
 #include <gtest/gtest.h>
 
-#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <utility>
 
-#include "tests/test_support.h"
-#include "tools/gen_model.h"
+#include "tests/tiny_model_cli.h"
 
 namespace tandem {
 namespace {
 
-namespace fs = std::filesystem;
-
-class BenchCli : public testing::Test {
+class BenchCli : public test::TinyModelCli {
  protected:
-  static void SetUpTestSuite() {
-    dir_ = fs::temp_directory_path() / ("tandem-bench-" + std::to_string(::getpid()));
-    fs::create_directories(dir_);
-    GenModelOptions o;
-    o.output_path = (dir_ / "tiny.gguf").string();
-    generate_model(o);
-  }
-  static void TearDownTestSuite() { fs::remove_all(dir_); }
-
-  static std::string model() { return (dir_ / "tiny.gguf").string(); }
-
   static int bench(const std::string& args, std::string* out, std::string* err) {
-    test::CliResult r = test::run_tandem("bench " + args, dir_.string());
-    *out = std::move(r.out);
-    *err = std::move(r.err);
-    return r.exit_code;
+    return tandem("bench " + args, out, err);
   }
-
-  static inline fs::path dir_;
 };
 
 TEST_F(BenchCli, JsonRowsPerDepthWithLlamaBenchKeys) {

@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
-#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <nlohmann/json.hpp>
@@ -13,32 +12,15 @@
 
 #include "cpu/cpu_features.h"
 #include "engine/gguf_writer.h"
-#include "tests/test_support.h"
-#include "tools/gen_model.h"
+#include "tests/tiny_model_cli.h"
 
 namespace tandem {
 namespace {
 
-namespace fs = std::filesystem;
-
-class RunCli : public testing::Test {
+class RunCli : public test::TinyModelCli {
  protected:
-  static void SetUpTestSuite() {
-    dir_ = fs::temp_directory_path() / ("tandem-run-" + std::to_string(::getpid()));
-    fs::create_directories(dir_);
-    GenModelOptions o;
-    o.output_path = (dir_ / "tiny.gguf").string();
-    generate_model(o);
-  }
-  static void TearDownTestSuite() { fs::remove_all(dir_); }
-
-  static std::string path(const std::string& name) { return (dir_ / name).string(); }
-
   static int run(const std::string& args, std::string* out, std::string* err) {
-    test::CliResult r = test::run_tandem("run " + args, dir_.string());
-    *out = std::move(r.out);
-    *err = std::move(r.err);
-    return r.exit_code;
+    return tandem("run " + args, out, err);
   }
 
   // Logit dump of three prompt tokens and three greedy steps on the tiny model, run with
@@ -53,11 +35,7 @@ class RunCli : public testing::Test {
     std::ifstream in(dump);
     return rc == 0 ? nlohmann::json::parse(in) : nlohmann::json();
   }
-
-  static fs::path dir_;
 };
-
-fs::path RunCli::dir_;
 
 TEST_F(RunCli, GeneratesTextAndReportsSpeed) {
   std::string out, err;
