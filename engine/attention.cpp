@@ -51,10 +51,9 @@ void KvCache::store(int32_t layer, std::span<const BatchEntry> batch, const floa
         std::copy_n(kr, head_dim_, k32_.data() + at);
         std::copy_n(vr, head_dim_, v32_.data() + at);
       } else {
-        for (int32_t i = 0; i < head_dim_; ++i) {
-          k16_[at + i] = fp32_to_fp16(kr[i]);
-          v16_[at + i] = fp32_to_fp16(vr[i]);
-        }
+        const AttentionKernels& kern = attention_kernels();
+        kern.to_fp16(kr, head_dim_, k16_.data() + at);
+        kern.to_fp16(vr, head_dim_, v16_.data() + at);
       }
     }
   }
@@ -113,7 +112,7 @@ void attend_group(const ModelSpec& s, const KvCache& kv, int32_t layer, const Ba
   if (kv.type() == KvType::F16) {
     // An f16 cache sees an f16 query too, as llama.cpp's flash attention does.
     q_rounded.resize(static_cast<size_t>(n_rep * hd));
-    for (int64_t i = 0; i < n_rep * hd; ++i) q_rounded[i] = round_fp16(qg[i]);
+    kern.round_fp16(qg, n_rep * hd, q_rounded.data());
     kern.attend_heads_f16(q_rounded.data(), n_rep, kv.keys_f16(layer, e.seq, kv_head),
                           kv.values_f16(layer, e.seq, kv_head), stride, n_pos, hd, scale,
                           scores.data(), og);

@@ -109,6 +109,44 @@ TEST(Ops, RopeInTwoStepsEqualsRope) {
   }
 }
 
+// Values stored into an f16 cache, and the query it sees (rounded through f16): the AVX-512
+// conversion equals the scalar one for normal values, halfway cases, the subnormal range,
+// overflow to infinity, signed zeros and NaN, at lengths that leave a masked tail.
+TEST(Ops, Fp16ConversionsEqualReference) {
+  const AttentionKernels& fast = attention_kernels();
+  const AttentionKernels& ref = attention_kernels_ref();
+  if (&fast == &ref) GTEST_SKIP() << "no AVX-512 here: attention runs the reference";
+  std::mt19937 rng(12);
+  std::vector<float> x = normal_floats(rng, 1000, 3.0f);
+  for (const float scale : {1e-5f, 1e-7f, 3e4f, 7e4f}) {
+    for (const float v : normal_floats(rng, 200, scale)) x.push_back(v);
+  }
+  const float inf = std::numeric_limits<float>::infinity();
+  for (const float v : {0.0f, -0.0f, 65504.0f, 65519.0f, 65520.0f, -65520.0f, inf, -inf,
+                        std::numeric_limits<float>::quiet_NaN(), 1.0f + 1.0f / 2048,
+                        1.0f + 3.0f / 2048, 5.96e-8f, 2.98e-8f, 2.99e-8f}) {
+    x.push_back(v);
+  }
+  for (const size_t n : {x.size(), size_t{1}, size_t{15}, size_t{17}}) {
+    std::vector<float> got(n), want(n);
+    fast.round_fp16(x.data(), static_cast<int64_t>(n), got.data());
+    ref.round_fp16(x.data(), static_cast<int64_t>(n), want.data());
+    std::vector<uint16_t> got_bits(n + 1, 0xabcd), want_bits(n);
+    fast.to_fp16(x.data(), static_cast<int64_t>(n), got_bits.data());
+    ref.to_fp16(x.data(), static_cast<int64_t>(n), want_bits.data());
+    EXPECT_EQ(got_bits[n], 0xabcd) << "wrote past the end";
+    for (size_t i = 0; i < n; ++i) {
+      if (std::isnan(want[i])) {
+        EXPECT_TRUE(std::isnan(got[i])) << i;
+        EXPECT_TRUE(std::isnan(fp16_to_fp32(got_bits[i]))) << i;
+        continue;
+      }
+      EXPECT_EQ(float_bits(got[i]), float_bits(want[i])) << i << ": " << x[i];
+      EXPECT_EQ(got_bits[i], want_bits[i]) << i << ": " << x[i];
+    }
+  }
+}
+
 TEST(Ops, AttentionKernelsMatchReference) {
   const AttentionKernels& fast = attention_kernels();
   const AttentionKernels& ref = attention_kernels_ref();
