@@ -13,9 +13,8 @@ namespace {
 
 // Sum of x[i]^2 in double, as ggml sums it. Eight partial sums instead of one chain: the
 // chain's add latency made the norms (~50 of 2048 values and ~580 per-head norms of 128 per
-// decode step) about 1.5% of a step. The reordering moves the double sum by ~1e-16 relative,
+// decode step) about 1% of a step. The reordering moves the double sum by ~1e-16 relative,
 // far below the float the mean is then rounded to.
-
 double sum_of_squares(const float* x, int64_t n) {
   double part[8] = {};
   int64_t i = 0;

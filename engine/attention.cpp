@@ -6,7 +6,6 @@
 
 #include "cpu/arena.h"
 #include "cpu/attention_kernels.h"
-#include "cpu/half.h"
 #include "cpu/ops.h"
 
 namespace tandem {
