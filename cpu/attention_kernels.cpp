@@ -52,23 +52,13 @@ void attend_heads_ref(const float* q, int64_t n_rep, const KV* k, const KV* v, i
   }
 }
 
-void round_fp16_ref(const float* x, int64_t n, float* out) {
-  for (int64_t i = 0; i < n; ++i) out[i] = round_fp16(x[i]);
-}
-
-void to_fp16_ref(const float* x, int64_t n, uint16_t* out) {
-  for (int64_t i = 0; i < n; ++i) out[i] = fp32_to_fp16(x[i]);
-}
-
 const AttentionKernels kReference = {scores_ref<float>,
                                      scores_ref<uint16_t>,
                                      weighted_sum_ref<float>,
                                      weighted_sum_ref<uint16_t>,
                                      softmax,
                                      attend_heads_ref<float>,
-                                     attend_heads_ref<uint16_t>,
-                                     round_fp16_ref,
-                                     to_fp16_ref};
+                                     attend_heads_ref<uint16_t>};
 
 }  // namespace
 

@@ -30,10 +30,6 @@ struct AttentionKernels {
   void (*attend_heads_f16)(const float* q, int64_t n_rep, const uint16_t* k, const uint16_t* v,
                            int64_t stride, int64_t n_pos, int64_t dim, float scale, float* scores,
                            float* out);
-  // out[i] = x[i] rounded to f16 (nearest even) and back: the query an f16 cache sees.
-  void (*round_fp16)(const float* x, int64_t n, float* out);
-  // out[i] = x[i] as f16 bits (nearest even): rows stored into an f16 cache.
-  void (*to_fp16)(const float* x, int64_t n, uint16_t* out);
 };
 
 // The fastest kernels this CPU runs (chosen once).

@@ -6,6 +6,7 @@
 
 #include "cpu/cpu_features.h"
 #include "cpu/half.h"
+#include "cpu/ops.h"
 #include "cpu/quant.h"
 #include "cpu/quant_blocks.h"
 
@@ -147,8 +148,7 @@ void pack_activations(ActLayout layout, const float* x, int64_t n_cols, int64_t 
     const float* xt = x + t * n_cols;
     uint8_t* qt_row = q + t * s.q;
     if (layout == ActLayout::F16) {  // f16-rounded values kept as f32: converted once here
-      auto* f = reinterpret_cast<float*>(qt_row);
-      for (int64_t i = 0; i < n_cols; ++i) f[i] = round_fp16(xt[i]);
+      round_fp16_row(xt, n_cols, reinterpret_cast<float*>(qt_row));
       continue;
     }
     if (layout == ActLayout::F32 || layout == ActLayout::BF16) {

@@ -4,10 +4,13 @@
 #include <vector>
 
 #include "cpu/cpu_features.h"
+#include "cpu/half.h"
 
 namespace tandem {
 
 void swiglu_avx512(const float* gate, const float* up, int64_t n, float* out);  // cpu/avx512/
+void to_fp16_row_avx512(const float* x, int64_t n, uint16_t* out);              // cpu/avx512/
+void round_fp16_row_avx512(const float* x, int64_t n, float* out);              // cpu/avx512/
 
 namespace {
 
@@ -90,6 +93,26 @@ void swiglu_ref(const float* gate, const float* up, int64_t n, float* out) {
 void swiglu(const float* gate, const float* up, int64_t n, float* out) {
   static const auto chosen = cpu_features().has_avx512_kernels() ? swiglu_avx512 : swiglu_ref;
   chosen(gate, up, n, out);
+}
+
+void to_fp16_row_ref(const float* x, int64_t n, uint16_t* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = fp32_to_fp16(x[i]);
+}
+
+void to_fp16_row(const float* x, int64_t n, uint16_t* out) {
+  static const auto chosen =
+      cpu_features().has_avx512_kernels() ? to_fp16_row_avx512 : to_fp16_row_ref;
+  chosen(x, n, out);
+}
+
+void round_fp16_row_ref(const float* x, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = round_fp16(x[i]);
+}
+
+void round_fp16_row(const float* x, int64_t n, float* out) {
+  static const auto chosen =
+      cpu_features().has_avx512_kernels() ? round_fp16_row_avx512 : round_fp16_row_ref;
+  chosen(x, n, out);
 }
 
 }  // namespace tandem

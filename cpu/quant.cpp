@@ -9,6 +9,7 @@
 #include <string>
 
 #include "cpu/half.h"
+#include "cpu/ops.h"
 #include "cpu/quant_blocks.h"
 #include "cpu/quant_kquants.h"
 
@@ -332,11 +333,9 @@ void quantize_row(GgmlType type, const float* src, void* dst, int64_t n) {
     case GgmlType::F32:
       std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float));
       return;
-    case GgmlType::F16: {
-      auto* h = static_cast<uint16_t*>(dst);
-      for (int64_t i = 0; i < n; ++i) h[i] = fp32_to_fp16(src[i]);
+    case GgmlType::F16:
+      to_fp16_row(src, n, static_cast<uint16_t*>(dst));
       return;
-    }
     case GgmlType::BF16: {
       auto* h = static_cast<uint16_t*>(dst);
       for (int64_t i = 0; i < n; ++i) h[i] = fp32_to_bf16(src[i]);

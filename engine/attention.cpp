@@ -50,9 +50,8 @@ void KvCache::store(int32_t layer, std::span<const BatchEntry> batch, const floa
         std::copy_n(kr, head_dim_, k32_.data() + at);
         std::copy_n(vr, head_dim_, v32_.data() + at);
       } else {
-        const AttentionKernels& kern = attention_kernels();
-        kern.to_fp16(kr, head_dim_, k16_.data() + at);
-        kern.to_fp16(vr, head_dim_, v16_.data() + at);
+        to_fp16_row(kr, head_dim_, k16_.data() + at);
+        to_fp16_row(vr, head_dim_, v16_.data() + at);
       }
     }
   }
@@ -111,7 +110,7 @@ void attend_group(const ModelSpec& s, const KvCache& kv, int32_t layer, const Ba
   if (kv.type() == KvType::F16) {
     // An f16 cache sees an f16 query too, as llama.cpp's flash attention does.
     q_rounded.resize(static_cast<size_t>(n_rep * hd));
-    kern.round_fp16(qg, n_rep * hd, q_rounded.data());
+    round_fp16_row(qg, n_rep * hd, q_rounded.data());
     kern.attend_heads_f16(q_rounded.data(), n_rep, kv.keys_f16(layer, e.seq, kv_head),
                           kv.values_f16(layer, e.seq, kv_head), stride, n_pos, hd, scale,
                           scores.data(), og);
