@@ -22,10 +22,12 @@ constexpr int64_t kRowBlock = 16;
 // trickle of requests that keeps DRAM busy. On the bench model (Q8_0, 2 threads, before Q8_0
 // decode moved to rows<NR>) decode went from 11.4 tokens/s without it to ~16 (a burst of whole
 // rows 4 rows ahead gave 14.8); 2-8 KiB ahead all measured alike then. Once the x16 kernels
-// made Q4_K decode bandwidth-bound, 3 KiB measured best: Q4_K bench decode 1-3% faster than
-// 6 KiB (and 1% in Q8_0) with steps alternating between the two in one process; 1.5, 2 and
-// 4 KiB measured 0-3% slower, 12 KiB 1-2% slower, and prefetching to L2 only (T1) much slower.
-constexpr int64_t kStreamAheadBytes = 3072;
+// made Q4_K decode bandwidth-bound, 3 KiB had measured best on the Q4_K bench model, whose
+// only row-kernel products are its f32 routers. On the Q6_K bench model, whose every product
+// runs on a row kernel, 6-10 KiB measured 3-10% faster than 3 KiB and 2 KiB 5% slower
+// (distances cycled round by round in one process, 10 rounds of 32 decode steps), and the
+// Q4_K bench model did not notice the change (within 0.7%).
+constexpr int64_t kStreamAheadBytes = 8192;
 // Rows a decode pass (one token) walks together when the row kernel offers `rows<NR>`.
 constexpr int kDecodeRows = 4;
 

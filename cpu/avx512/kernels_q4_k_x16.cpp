@@ -50,11 +50,12 @@ struct InterleavedK4Rows {
 // (blocks of one group and of the next group follow each other in memory), where a clamped
 // address per line cost an add, a compare and a select for each of the block's 36 lines
 // (kernel alone, 16 random 768 x 2048 experts per call, alternating: 0-6% faster from DRAM,
-// the same from cache). Two blocks ahead (4608 bytes) against one: Q4_K bench decode 4.0-4.6%
-// faster when this VM reads ~55 GB/s (every product, the output head most), within +-0.5%
-// when it reads ~34 GB/s (steps alternating in one process); three blocks 0.4-0.8% and four
-// 3.4% slower than two.
-constexpr int64_t kBlocksAhead = 2;
+// the same from cache). How far ahead: Q4_K bench decode, distances cycled round by round in
+// one process (10-16 rounds of 32 steps each): six blocks (13.8 KB) ahead 3.6-12.9% faster
+// than two in nine runs, while this VM read 29-58 GB/s; five to ten blocks within about 3% of
+// six; four 4-9% faster than two. An earlier measurement on this VM had found two best (three
+// 0.4-0.8% and four 3.4% slower): it did not repeat.
+constexpr int64_t kBlocksAhead = 6;
 constexpr int kLinesPerQuarter = kWordsPerBlock / 4;
 
 inline void prefetch_quarter(const uint8_t* block, int quarter) {
