@@ -53,8 +53,8 @@ struct InterleavedK4Rows {
 // the same from cache). How far ahead: Q4_K bench decode, distances cycled round by round in
 // one process (10-16 rounds of 32 steps each): six blocks (13.8 KB) ahead 3.6-12.9% faster
 // than two in nine runs, while this VM read 29-58 GB/s; five to ten blocks within about 3% of
-// six; four 4-9% faster than two. An earlier measurement on this VM had found two best (three
-// 0.4-0.8% and four 3.4% slower): it did not repeat.
+// six; four 4-9% faster than two. On the VM's earlier (Zen 4) host two had measured best
+// (three 0.4-0.8% and four 3.4% slower); the host is now Zen 5.
 constexpr int64_t kBlocksAhead = 6;
 constexpr int kLinesPerQuarter = kWordsPerBlock / 4;
 
