@@ -8,6 +8,7 @@
 #include <memory>
 #include <span>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include <tbb/blocked_range.h>
@@ -29,6 +30,24 @@ class CpuArena {
   CpuArena& operator=(const CpuArena&) = delete;
 
   int n_threads() const { return n_threads_; }
+
+  // While a HotTeam lives, the arena's other threads wait for the parallel calls of the thread
+  // that made it in a spin loop (one task each, from the arena) instead of going back to TBB's
+  // scheduler, which puts a worker to sleep between calls: a decode step makes ~100 short
+  // parallel calls, and waking a sleeping worker cost 4-9 us per call here. Calls from other
+  // threads, and calls nested in a call, run as they would without a team. One team per arena
+  // at a time; a second one (or one on a single-thread arena) does nothing.
+  class HotTeam {
+   public:
+    explicit HotTeam(CpuArena& arena);
+    ~HotTeam();
+    HotTeam(const HotTeam&) = delete;
+    HotTeam& operator=(const HotTeam&) = delete;
+
+   private:
+    CpuArena* arena_ = nullptr;  // null when this team does nothing
+  };
+
   // Index of the calling thread inside the arena (0..n_threads-1), or -1 outside it.
   static int thread_index();
 
@@ -43,8 +62,18 @@ class CpuArena {
       for (int64_t lo = begin; lo < end; lo += grain) f(lo, lo + grain < end ? lo + grain : end);
       return;
     }
-#if defined(__SANITIZE_THREAD__)
-    // Same chunks, taken from a shared counter by run_workers' plain threads (see there).
+#if !defined(__SANITIZE_THREAD__)
+    if (!team_serves_caller()) {
+      arena_->execute([&] {
+        tbb::parallel_for(
+            tbb::blocked_range<int64_t>(begin, end, static_cast<size_t>(grain)),
+            [&](const tbb::blocked_range<int64_t>& r) { f(r.begin(), r.end()); },
+            tbb::simple_partitioner());
+      });
+      return;
+    }
+#endif
+    // Same chunks, taken from a shared counter by run_workers' team or plain threads.
     const int64_t n_chunks = (end - begin + grain - 1) / grain;
     std::atomic<int64_t> next{0};
     run_workers(static_cast<int>(std::min<int64_t>(n_threads_, n_chunks)), [&](int) {
@@ -52,14 +81,6 @@ class CpuArena {
         const int64_t lo = begin + c * grain;
         f(lo, lo + grain < end ? lo + grain : end);
       }
-    });
-    return;
-#endif
-    arena_->execute([&] {
-      tbb::parallel_for(
-          tbb::blocked_range<int64_t>(begin, end, static_cast<size_t>(grain)),
-          [&](const tbb::blocked_range<int64_t>& r) { f(r.begin(), r.end()); },
-          tbb::simple_partitioner());
     });
   }
 
@@ -129,6 +150,10 @@ class CpuArena {
   // Calls worker(w) for w in [0, n) on the arena's threads (a thread may run several).
   template <class Worker>
   void run_workers(int n, Worker&& worker) {
+    using W = std::remove_reference_t<Worker>;
+    if (run_on_team(
+            n, [](void* w, int i) { (*static_cast<W*>(w))(i); }, &worker))
+      return;
 #if defined(__SANITIZE_THREAD__)
     // Debian's libtbb is not built with ThreadSanitizer, so the hand-off of a task between
     // TBB threads is invisible to it and every parallel loop would be reported as a race.
@@ -146,7 +171,14 @@ class CpuArena {
 #endif
   }
 
+  // The hot team (see HotTeam): whether it would take a parallel call made now, and the call.
+  bool team_serves_caller() const;
+  bool run_on_team(int n, void (*worker)(void*, int), void* context);
+  struct Team;
+  void team_member(uint64_t epoch);
+
   int n_threads_ = 1;
+  std::unique_ptr<Team> team_;
   std::unique_ptr<tbb::task_arena> arena_;
   std::unique_ptr<CorePinner> pinner_;
 };

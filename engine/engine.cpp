@@ -189,6 +189,8 @@ void Engine::forward(std::span<const BatchEntry> batch, std::vector<float>& logi
   validate_batch(batch, options_, s.n_vocab, st.seq_len);
   st.reserve(s, n);
   CpuArena* arena = &st.arena;
+  // A step is a chain of short parallel products: the arena's workers spin between them.
+  const CpuArena::HotTeam team(st.arena);
 
   // Token embeddings: rows of token_embd dequantized to f32.
   const TensorView& embd = model_.token_embd();
