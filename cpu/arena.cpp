@@ -2,6 +2,7 @@
 
 #include <hwloc.h>
 
+#include <algorithm>
 #include <chrono>
 #include <exception>
 #include <stdexcept>
@@ -11,6 +12,7 @@
 
 #include <immintrin.h>
 
+#include <tbb/global_control.h>
 #include <tbb/task_scheduler_observer.h>
 
 namespace tandem {
@@ -197,10 +199,12 @@ CpuArena::HotTeam::HotTeam(CpuArena& arena) {
 #endif
   }
   // The members' tasks start when a worker wakes up: wait for them briefly, so that the first
-  // calls do not run on this thread alone. Workers that come later join at the next call.
+  // calls do not run on this thread alone. Workers that come later join at the next call;
+  // members TBB has no worker for never come, so they are not waited for.
+  const int expected = arena.team_members_expected();
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(2);
   while (static_cast<int>(t.state.load(std::memory_order_acquire) & Team::kMembersMask) <
-             arena.n_threads_ - 1 &&
+             expected &&
          std::chrono::steady_clock::now() < deadline) {
     _mm_pause();
   }
@@ -216,6 +220,18 @@ CpuArena::HotTeam::~HotTeam() {
   t.threads.clear();
 #endif
   t.owner.store(std::thread::id(), std::memory_order_release);
+}
+
+int CpuArena::team_members_expected() const {
+#if defined(__SANITIZE_THREAD__)
+  return n_threads_ - 1;  // members are plain threads there: all of them come
+#else
+  // TBB keeps max_allowed_parallelism - 1 workers for all arenas; the caller is the last thread.
+  const auto workers = static_cast<int64_t>(tbb::global_control::active_value(
+                           tbb::global_control::max_allowed_parallelism)) -
+                       1;
+  return static_cast<int>(std::clamp<int64_t>(workers, 0, n_threads_ - 1));
+#endif
 }
 
 CpuArena::CpuArena(int n_threads) {

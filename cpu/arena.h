@@ -31,6 +31,10 @@ class CpuArena {
 
   int n_threads() const { return n_threads_; }
 
+  // How many of the arena's other threads a HotTeam waits for when it starts: n_threads - 1,
+  // or fewer when TBB has fewer workers than that (more threads asked for than it allows).
+  int team_members_expected() const;
+
   // While a HotTeam lives, the arena's other threads wait for the parallel calls of the thread
   // that made it in a spin loop (one task each, from the arena) instead of going back to TBB's
   // scheduler, which puts a worker to sleep between calls: a decode step makes ~100 short
