@@ -222,15 +222,26 @@ CpuArena::HotTeam::~HotTeam() {
   t.owner.store(std::thread::id(), std::memory_order_release);
 }
 
+namespace {
+
+int tbb_allowed_parallelism() {
+  return static_cast<int>(std::max<size_t>(
+      1, tbb::global_control::active_value(tbb::global_control::max_allowed_parallelism)));
+}
+
+}  // namespace
+
+int usable_thread_count(int requested) {
+  const int wanted = requested > 0 ? requested : physical_core_count();
+  return std::min(wanted, tbb_allowed_parallelism());
+}
+
 int CpuArena::team_members_expected() const {
 #if defined(__SANITIZE_THREAD__)
   return n_threads_ - 1;  // members are plain threads there: all of them come
 #else
   // TBB keeps max_allowed_parallelism - 1 workers for all arenas; the caller is the last thread.
-  const auto workers = static_cast<int64_t>(tbb::global_control::active_value(
-                           tbb::global_control::max_allowed_parallelism)) -
-                       1;
-  return static_cast<int>(std::clamp<int64_t>(workers, 0, n_threads_ - 1));
+  return std::clamp(tbb_allowed_parallelism() - 1, 0, n_threads_ - 1);
 #endif
 }
 

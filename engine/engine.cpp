@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <stdexcept>
 #include <string>
 
@@ -60,7 +61,7 @@ struct Engine::State {
   std::unique_ptr<ExpertExecutor> experts;
 
   State(const ModelSpec& spec, const EngineOptions& o)
-      : arena(o.n_threads),
+      : arena(usable_thread_count(o.n_threads)),
         kv(spec.n_layer, o.n_seq_max, o.n_ctx, spec.n_head_kv, spec.head_dim, o.kv_type),
         seq_len(o.n_seq_max, 0) {}
 
@@ -87,6 +88,12 @@ Engine::Engine(const Model& model, const EngineOptions& options)
   sched::check_defer_experts(options.defer_experts, model.spec().n_expert_used,
                              "engine: defer_experts");
   state_ = std::make_unique<State>(model.spec(), options);
+  if (options.n_threads > state_->arena.n_threads()) {
+    std::fprintf(stderr,
+                 "tandem: %d CPU threads asked for, but this process may run %d at once (the "
+                 "CPUs it may use): the engine uses %d\n",
+                 options.n_threads, state_->arena.n_threads(), state_->arena.n_threads());
+  }
   if (options.accelerator) {
     const auto t0 = std::chrono::steady_clock::now();
     state_->weights_page_locked =

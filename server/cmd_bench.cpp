@@ -29,7 +29,8 @@ constexpr const char* kHelp = R"(usage: tandem bench -m MODEL [options]
   -n, --n-gen LIST     generation lengths to test (default 128; 0 skips)
   -d, --n-depth LIST   context depths: each run first fills the context with this many tokens
                        (not timed), then times its test on top, as llama-bench -d (default 0)
-  -t, --threads LIST   thread counts (default: all physical cores)
+  -t, --threads LIST   thread counts (default: all physical cores; at most the CPUs this
+                       process may use)
   -r, --repetitions N  repetitions per test (default 5)
   -o, --output md|json table (default) or llama-bench's JSON keys
   --kv-type f32|f16    KV cache element type (default f32)
@@ -174,7 +175,7 @@ int cmd_bench(const Args& args) {
     for (int32_t d : o.n_depth) deepest = std::max(deepest, d);
     eo.n_ctx = deepest + longest;
     Engine engine(*model, eo);
-    CpuArena arena(threads);
+    CpuArena arena(usable_thread_count(threads));  // the engine's count, for the table
     // The bandwidth is measured right before and right after each generation test and the
     // higher figure judges it: this machine's bandwidth can drift by 2x within minutes.
     std::unique_ptr<ReadBandwidthProbe> probe;

@@ -18,7 +18,8 @@
 namespace tandem {
 namespace {
 
-constexpr const char* kHelp = R"(usage: tandem run -m MODEL (-p PROMPT | --prompt-tokens IDS) [options]
+constexpr const char* kHelp =
+    R"(usage: tandem run -m MODEL (-p PROMPT | --prompt-tokens IDS) [options]
 
 Generates text, streaming it to stdout, then prints prompt and generation tokens/s to stderr.
 
@@ -28,7 +29,8 @@ Generates text, streaming it to stdout, then prints prompt and generation tokens
   --temp T                temperature, 0 = greedy (default 0.8)
   --top-k K, --top-p P, --min-p P, --repeat-penalty R, --presence-penalty P, --frequency-penalty P
   --seed S                sampling seed (default 0)
-  -t, --threads N         CPU threads (default: all physical cores)
+  -t, --threads N         CPU threads (default: all physical cores; at most the CPUs this
+                          process may use)
   -c, --ctx-size N        context length (default 4096)
   --kv-type f32|f16       KV cache element type (default f32)
   --mmap                  map the GGUF file instead of reading it into (huge-page) memory:

@@ -39,7 +39,8 @@ $TANDEM_CACHE_DIR (default ~/.cache/tandem).
   --api-key KEY         require Authorization: Bearer KEY on every route but /health
   -np, --parallel N     sequences decoded together (server.max_parallel)
   --ctx-size N          context tokens per sequence (context_size)
-  -t, --threads N       CPU threads (0: all physical cores)
+  -t, --threads N       CPU threads (0: all physical cores; at most the CPUs this process
+                        may use)
 %s)";
 
 // Command-line options override the config; the accelerator ones go through `accel`, which

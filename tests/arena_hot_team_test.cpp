@@ -1,5 +1,6 @@
 // CpuArena::HotTeam: parallel calls made while a team lives run every part once, on the
 // team's threads, nest, pass exceptions on, and leave the arena usable as before.
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <future>
@@ -128,6 +129,10 @@ TEST(ArenaHotTeam, WaitsOnlyForMembersTbbHasWorkersFor) {
 #else
   EXPECT_EQ(arena.team_members_expected(), 1);
 #endif
+  // An engine asking for more threads than TBB allows runs as many as it allows.
+  EXPECT_EQ(usable_thread_count(4), 2);
+  EXPECT_EQ(usable_thread_count(1), 1);
+  EXPECT_EQ(usable_thread_count(0), std::min(physical_core_count(), 2));
   CpuArena small(2);
   EXPECT_EQ(small.team_members_expected(), 1);
   CpuArena single(1);
