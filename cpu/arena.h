@@ -190,9 +190,10 @@ class CpuArena {
 // Physical cores of this machine (hwloc), at least 1.
 int physical_core_count();
 
-// The threads an engine asked for `requested` (0: every physical core) runs: at most as many
-// as TBB lets this process run at once (the CPUs of its affinity mask). More would only queue
-// for the same cores, where a spinning hot team (CpuArena::HotTeam) takes turns with the work.
+// The threads an engine that asks for `requested` (0: one per physical core) gets: at most as
+// many as TBB lets this process run at once (the CPUs of its affinity mask). More would only
+// queue for the same cores, where a hot team's spinning threads (CpuArena::HotTeam) would take
+// turns with the ones doing the work.
 int usable_thread_count(int requested);
 
 }  // namespace tandem

@@ -177,6 +177,20 @@ TEST_F(RunCli, TraceOfTheSimAcceleratorIsValidChromeTrace) {
   EXPECT_TRUE(sim_track) << "no sim accelerator track";
 }
 
+// A thread count above what the process may run at once is capped, with a note, and the
+// results do not depend on it.
+TEST_F(RunCli, MoreThreadsThanTheProcessMayRunAreCappedWithANote) {
+  std::string out_many, err_many, out_one, err_one;
+  const std::string args = "-m " + path("tiny.gguf") + " --prompt-tokens 12,7,99 -n 6 --temp 0 ";
+  ASSERT_EQ(run(args + "-t 4096", &out_many, &err_many), 0) << err_many;
+  ASSERT_EQ(run(args + "-t 1", &out_one, &err_one), 0) << err_one;
+  EXPECT_NE(err_many.find("4096 CPU threads asked for, but this process may run"),
+            std::string::npos)
+      << err_many;
+  EXPECT_EQ(err_one.find("CPU threads asked for"), std::string::npos) << err_one;
+  EXPECT_EQ(out_many, out_one);
+}
+
 TEST_F(RunCli, BadInputGetsAClearError) {
   std::string out, err;
   EXPECT_EQ(run("-m " + path("tiny.gguf") + " -p hi --bogus", &out, &err), 2);
