@@ -15,32 +15,9 @@
 #include <tbb/global_control.h>
 #include <tbb/task_scheduler_observer.h>
 
+#include "cpu/topology.h"
+
 namespace tandem {
-
-namespace {
-
-// Owns an hwloc topology for the arena's lifetime.
-struct Topology {
-  hwloc_topology_t topo = nullptr;
-  Topology() {
-    if (hwloc_topology_init(&topo) != 0) {
-      topo = nullptr;
-      return;
-    }
-    if (hwloc_topology_load(topo) != 0) {
-      hwloc_topology_destroy(topo);
-      topo = nullptr;
-    }
-  }
-  ~Topology() {
-    if (topo) hwloc_topology_destroy(topo);
-  }
-  Topology(const Topology&) = delete;
-  Topology& operator=(const Topology&) = delete;
-  int n_cores() const { return topo ? hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_CORE) : 0; }
-};
-
-}  // namespace
 
 int physical_core_count() {
   const Topology t;
@@ -49,11 +26,13 @@ int physical_core_count() {
   return hw > 0 ? static_cast<int>(hw) : 1;
 }
 
-// Pins each thread that enters the arena to core (slot index mod cores). The thread calling
-// parallel_for (slot 0 when it is not a TBB worker) is left alone: it belongs to the caller.
+// Pins each thread that enters the arena to a core (core_for_thread: spread over the machine).
+// The thread calling parallel_for (slot 0 when it is not a TBB worker) is left alone: it
+// belongs to the caller.
 class CorePinner : public tbb::task_scheduler_observer {
  public:
-  explicit CorePinner(tbb::task_arena& arena) : tbb::task_scheduler_observer(arena) {
+  CorePinner(tbb::task_arena& arena, int n_threads)
+      : tbb::task_scheduler_observer(arena), n_threads_(n_threads) {
     if (topology_.n_cores() > 0) observe(true);
   }
   ~CorePinner() override { observe(false); }
@@ -63,15 +42,17 @@ class CorePinner : public tbb::task_scheduler_observer {
     const int slot = tbb::this_task_arena::current_thread_index();
     const int n_cores = topology_.n_cores();
     if (slot < 0 || n_cores <= 0) return;
-    hwloc_obj_t core = hwloc_get_obj_by_type(topology_.topo, HWLOC_OBJ_CORE,
-                                             static_cast<unsigned>(slot % n_cores));
+    hwloc_obj_t core =
+        hwloc_get_obj_by_type(topology_.get(), HWLOC_OBJ_CORE,
+                              static_cast<unsigned>(core_for_thread(slot, n_threads_, n_cores)));
     if (!core || !core->cpuset) return;
     // Failure (e.g. a restricted cpuset in a container) only costs locality, not correctness.
-    (void)hwloc_set_cpubind(topology_.topo, core->cpuset, HWLOC_CPUBIND_THREAD);
+    (void)hwloc_set_cpubind(topology_.get(), core->cpuset, HWLOC_CPUBIND_THREAD);
   }
 
  private:
   Topology topology_;
+  int n_threads_;
 };
 
 // One member's slot of the hot team, on its own cache line: the owner posts a job by storing
@@ -254,7 +235,7 @@ CpuArena::CpuArena(int n_threads) {
   team_ = std::make_unique<Team>(n_threads_);
   arena_ = std::make_unique<tbb::task_arena>(n_threads_, 1);
   arena_->initialize();
-  pinner_ = std::make_unique<CorePinner>(*arena_);
+  pinner_ = std::make_unique<CorePinner>(*arena_, n_threads_);
 }
 
 CpuArena::~CpuArena() {
