@@ -28,6 +28,17 @@ uint64_t sum_words_scalar(const uint64_t* data, int64_t n) {
   return a + b + c + d;
 }
 
+// A GGUF file may align its tensors to fewer than 8 bytes: words are copied out, not cast.
+uint64_t sum_unaligned_words(const uint8_t* data, int64_t n) {
+  uint64_t s = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    uint64_t word;
+    std::memcpy(&word, data + i * sizeof(uint64_t), sizeof(word));
+    s += word;
+  }
+  return s;
+}
+
 constexpr int64_t kGrain = int64_t{1} << 20;  // words per chunk handed to a thread
 
 }  // namespace
@@ -62,6 +73,29 @@ double ReadBandwidthProbe::measure(int reps) {
     if (s > 0) best = std::max(best, bytes / s / 1e9);
   }
   return sink.load() == 1 ? 0.0 : best;  // the comparison keeps the sums from being elided
+}
+
+uint64_t read_regions(std::span<const ByteRegion> regions, CpuArena* arena) {
+  const bool wide = __builtin_cpu_supports("avx512f");
+  std::atomic<uint64_t> sum{0};
+  auto read = [&](int64_t lo, int64_t hi) {
+    uint64_t s = 0;
+    for (int64_t i = lo; i < hi; ++i) {
+      const ByteRegion& r = regions[static_cast<size_t>(i)];
+      const auto n_words = static_cast<int64_t>(r.bytes / sizeof(uint64_t));
+      s += wide ? sum_words_avx512(reinterpret_cast<const uint64_t*>(r.data), n_words)
+                : sum_unaligned_words(r.data, n_words);
+      for (uint64_t b = static_cast<uint64_t>(n_words) * sizeof(uint64_t); b < r.bytes; ++b)
+        s += r.data[b];
+    }
+    sum.fetch_add(s, std::memory_order_relaxed);
+  };
+  const auto n = static_cast<int64_t>(regions.size());
+  if (arena)
+    arena->parallel_for(0, n, 1, read);
+  else
+    read(0, n);
+  return sum.load();
 }
 
 double measure_read_bandwidth(CpuArena* arena, uint64_t bytes, int reps) {

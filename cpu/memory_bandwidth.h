@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 
 namespace tandem {
 
@@ -25,6 +26,18 @@ class ReadBandwidthProbe {
   uint64_t* words_;
   int64_t n_words_;
 };
+
+// A run of bytes to read, e.g. a weight matrix or a piece of one.
+struct ByteRegion {
+  const uint8_t* data;
+  uint64_t bytes;
+};
+
+// Reads every byte of every region once with plain loads, nothing computed on them, one region
+// per task on the arena's threads (on the calling thread when null). Returns a sum of what was
+// read (64-bit words, then any tail bytes), so the reads cannot be elided and tests can check
+// that every byte was read.
+uint64_t read_regions(std::span<const ByteRegion> regions, CpuArena* arena);
 
 // One probe, measured once.
 double measure_read_bandwidth(CpuArena* arena, uint64_t bytes = uint64_t{1} << 30, int reps = 5);

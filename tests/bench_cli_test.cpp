@@ -1,7 +1,8 @@
 // `tandem bench` as a user runs it on a tiny gen-model model: llama-bench's JSON keys, context
-// depths (-d, as llama-bench -d), and clear errors for bad options.
+// depths (-d, as llama-bench -d), the roofline's figures, and clear errors for bad options.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 #include <utility>
 
@@ -39,6 +40,25 @@ TEST_F(BenchCli, TableNamesTheDepth) {
   ASSERT_EQ(bench("-m " + model() + " -p 0 -n 3 -d 0,16 -r 1 -t 1", &out, &err), 0) << err;
   EXPECT_NE(out.find("| tg3 |"), std::string::npos) << out;
   EXPECT_NE(out.find("| tg3 @ d16 |"), std::string::npos) << out;
+}
+
+TEST_F(BenchCli, RooflineJudgesByTheHigherOfTwoMeasuredReads) {
+  std::string out, err;
+  ASSERT_EQ(bench("-m " + model() + " -p 0 -n 4 -r 1 -t 1 --roofline -o json", &out, &err), 0)
+      << err;
+  const nlohmann::json rows = nlohmann::json::parse(out);
+  ASSERT_EQ(rows.size(), 1u) << out;
+  const nlohmann::json& row = rows[0];
+  const double streaming = row["streaming_read_gbps"], weights = row["weight_read_gbps"];
+  EXPECT_GT(streaming, 0.0) << row.dump();
+  EXPECT_GT(weights, 0.0) << row.dump();
+  EXPECT_EQ(row["measured_bandwidth_gbps"].get<double>(), std::max(streaming, weights));
+  EXPECT_NEAR(row["achieved_gbps"].get<double>(),
+              row["avg_ts"].get<double>() * row["bytes_per_token"].get<double>() / 1e9, 1e-6);
+
+  ASSERT_EQ(bench("-m " + model() + " -p 0 -n 4 -r 1 -t 1 --roofline", &out, &err), 0) << err;
+  EXPECT_NE(out.find("tg4 at -t 1: streaming read "), std::string::npos) << out;
+  EXPECT_NE(out.find("plain read of decode's weights "), std::string::npos) << out;
 }
 
 TEST_F(BenchCli, BadOptionsNameTheProblem) {

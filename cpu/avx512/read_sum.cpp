@@ -2,6 +2,7 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <cstring>
 
 namespace tandem {
 
@@ -20,7 +21,11 @@ uint64_t sum_words_avx512(const uint64_t* data, int64_t n) {
   _mm512_store_si512(lanes, _mm512_add_epi64(_mm512_add_epi64(a, b), _mm512_add_epi64(c, d)));
   uint64_t s = 0;
   for (uint64_t lane : lanes) s += lane;
-  for (; i < n; ++i) s += data[i];
+  for (; i < n; ++i) {  // memcpy: callers may pass words that are not 8-byte aligned
+    uint64_t word;
+    std::memcpy(&word, data + i, sizeof(word));
+    s += word;
+  }
   return s;
 }
 
