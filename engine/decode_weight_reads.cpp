@@ -47,7 +47,7 @@ std::vector<std::vector<ByteRegion>> decode_step_reads(const Model& model, std::
       std::iota(experts.begin(), experts.end(), 0);
       std::shuffle(experts.begin(), experts.end(), rng);
       std::vector<ByteRegion> gate_up, down;
-      for (int32_t i = 0; i < spec.n_expert_used; ++i) {
+      for (int32_t i = 0; i < std::min(spec.n_expert_used, spec.n_expert); ++i) {
         const int32_t e = experts[static_cast<size_t>(i)];
         gate_up.push_back(expert_matrix(w.gate_exps, e, spec.n_expert));
         gate_up.push_back(expert_matrix(w.up_exps, e, spec.n_expert));
