@@ -15,28 +15,16 @@ uint64_t sum_words_avx512(const uint64_t* data, int64_t n);  // cpu/avx512/read_
 
 namespace {
 
-uint64_t sum_words_scalar(const uint64_t* data, int64_t n) {
-  uint64_t a = 0, b = 0, c = 0, d = 0;
-  int64_t i = 0;
-  for (; i + 4 <= n; i += 4) {
-    a += data[i];
-    b += data[i + 1];
-    c += data[i + 2];
-    d += data[i + 3];
-  }
-  for (; i < n; ++i) a += data[i];
-  return a + b + c + d;
-}
-
-// A GGUF file may align its tensors to fewer than 8 bytes: words are copied out, not cast.
-uint64_t sum_unaligned_words(const uint8_t* data, int64_t n) {
-  uint64_t s = 0;
+// Words are copied out, not cast: a GGUF file may align its tensors to fewer than 8 bytes.
+uint64_t sum_words_scalar(const void* data, int64_t n) {
+  const auto* bytes = static_cast<const uint8_t*>(data);
+  uint64_t sums[4] = {0, 0, 0, 0};
   for (int64_t i = 0; i < n; ++i) {
     uint64_t word;
-    std::memcpy(&word, data + i * sizeof(uint64_t), sizeof(word));
-    s += word;
+    std::memcpy(&word, bytes + i * sizeof(uint64_t), sizeof(word));
+    sums[i % 4] += word;
   }
-  return s;
+  return sums[0] + sums[1] + sums[2] + sums[3];
 }
 
 constexpr int64_t kGrain = int64_t{1} << 20;  // words per chunk handed to a thread
@@ -84,7 +72,7 @@ uint64_t read_regions(std::span<const ByteRegion> regions, CpuArena* arena) {
       const ByteRegion& r = regions[static_cast<size_t>(i)];
       const auto n_words = static_cast<int64_t>(r.bytes / sizeof(uint64_t));
       s += wide ? sum_words_avx512(reinterpret_cast<const uint64_t*>(r.data), n_words)
-                : sum_unaligned_words(r.data, n_words);
+                : sum_words_scalar(r.data, n_words);
       for (uint64_t b = static_cast<uint64_t>(n_words) * sizeof(uint64_t); b < r.bytes; ++b)
         s += r.data[b];
     }
