@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "engine/model.h"
+#include "engine/moe.h"
 
 namespace tandem {
 
@@ -18,10 +19,9 @@ void add_pieces(const TensorView& t, std::vector<ByteRegion>& group) {
     group.push_back({t.data + at, std::min(kPieceBytes, t.n_bytes - at)});
 }
 
-// Expert `e`'s matrix inside a [.., .., n_expert] tensor.
-ByteRegion expert_matrix(const TensorView& t, int32_t e, int32_t n_expert) {
-  const uint64_t bytes = t.n_bytes / static_cast<uint64_t>(n_expert);
-  return {t.data + static_cast<uint64_t>(e) * bytes, bytes};
+ByteRegion expert_region(const TensorView& t, int32_t expert) {
+  const MatrixRef m = expert_matrix(t, expert);
+  return {static_cast<const uint8_t*>(m.data), static_cast<uint64_t>(m.n_rows * m.row_stride)};
 }
 
 }  // namespace
@@ -49,9 +49,9 @@ std::vector<std::vector<ByteRegion>> decode_step_reads(const Model& model, std::
       std::vector<ByteRegion> gate_up, down;
       for (int32_t i = 0; i < std::min(spec.n_expert_used, spec.n_expert); ++i) {
         const int32_t e = experts[static_cast<size_t>(i)];
-        gate_up.push_back(expert_matrix(w.gate_exps, e, spec.n_expert));
-        gate_up.push_back(expert_matrix(w.up_exps, e, spec.n_expert));
-        down.push_back(expert_matrix(w.down_exps, e, spec.n_expert));
+        gate_up.push_back(expert_region(w.gate_exps, e));
+        gate_up.push_back(expert_region(w.up_exps, e));
+        down.push_back(expert_region(w.down_exps, e));
       }
       groups.push_back(std::move(gate_up));
       groups.push_back(std::move(down));

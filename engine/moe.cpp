@@ -10,12 +10,12 @@
 #include "scheduler/deferral.h"
 
 namespace tandem {
-namespace {
-
 MatrixRef expert_matrix(const TensorView& t, int32_t expert) {
   const int64_t stride = t.row_stride();
   return MatrixRef{t.type, t.data + expert * stride * t.ne[1], t.ne[1], t.ne[0], stride};
 }
+
+namespace {
 
 MatrixRef matrix(const TensorView& t) {
   return MatrixRef{t.type, t.data, t.ne[1], t.ne[0], t.row_stride()};

@@ -13,6 +13,10 @@ namespace tandem {
 
 class CpuArena;
 
+// Expert `expert`'s matrix inside an [n_cols, n_rows, n_expert] tensor (gate_exps, up_exps,
+// down_exps).
+MatrixRef expert_matrix(const TensorView& t, int32_t expert);
+
 // Top-k routing of n_tokens tokens: for token t and slot j (0..k-1, in descending probability),
 // expert[t*k + j] and weight[t*k + j].
 struct Routing {
