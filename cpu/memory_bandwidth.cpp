@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <vector>
 
 #include "cpu/arena.h"
 
@@ -27,7 +28,7 @@ uint64_t sum_words_scalar(const void* data, int64_t n) {
   return sums[0] + sums[1] + sums[2] + sums[3];
 }
 
-constexpr int64_t kGrain = int64_t{1} << 20;  // words per chunk handed to a thread
+constexpr int64_t kGrain = int64_t{1} << 20;  // words per task (8 MiB)
 
 }  // namespace
 
@@ -43,25 +44,6 @@ ReadBandwidthProbe::ReadBandwidthProbe(CpuArena* arena, uint64_t bytes)
 }
 
 ReadBandwidthProbe::~ReadBandwidthProbe() { std::free(words_); }
-
-double ReadBandwidthProbe::measure(int reps) {
-  const bool wide = __builtin_cpu_supports("avx512f");
-  std::atomic<uint64_t> sink{0};
-  double best = 0.0;
-  for (int r = 0; r < reps; ++r) {
-    const auto t0 = std::chrono::steady_clock::now();
-    auto read = [&](int64_t lo, int64_t hi) {
-      const uint64_t s = wide ? sum_words_avx512(words_ + lo, hi - lo)
-                              : sum_words_scalar(words_ + lo, hi - lo);
-      sink.fetch_add(s, std::memory_order_relaxed);
-    };
-    if (arena_) arena_->parallel_for(0, n_words_, kGrain, read); else read(0, n_words_);
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const double bytes = static_cast<double>(n_words_) * sizeof(uint64_t);
-    if (s > 0) best = std::max(best, bytes / s / 1e9);
-  }
-  return sink.load() == 1 ? 0.0 : best;  // the comparison keeps the sums from being elided
-}
 
 uint64_t read_regions(std::span<const ByteRegion> regions, CpuArena* arena) {
   const bool wide = __builtin_cpu_supports("avx512f");
@@ -84,6 +66,24 @@ uint64_t read_regions(std::span<const ByteRegion> regions, CpuArena* arena) {
   else
     read(0, n);
   return sum.load();
+}
+
+double ReadBandwidthProbe::measure(int reps) {
+  const uint64_t total = static_cast<uint64_t>(n_words_) * sizeof(uint64_t);
+  const uint64_t piece = kGrain * sizeof(uint64_t);
+  std::vector<ByteRegion> pieces;
+  const auto* bytes = reinterpret_cast<const uint8_t*>(words_);
+  for (uint64_t at = 0; at < total; at += piece)
+    pieces.push_back({bytes + at, std::min(piece, total - at)});
+  uint64_t sum = 0;
+  double best = 0.0;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    sum += read_regions(pieces, arena_);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (s > 0) best = std::max(best, static_cast<double>(total) / s / 1e9);
+  }
+  return sum == 1 ? 0.0 : best;  // the comparison keeps the sums from being elided
 }
 
 double measure_read_bandwidth(CpuArena* arena, uint64_t bytes, int reps) {
