@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "cpu/avx512/simd512.h"
 #include "cpu/kernels.h"
 #include "cpu/quant_blocks.h"
 
@@ -121,9 +122,8 @@ void q4_k_strip_tokens(const uint8_t* buf, int64_t nb, const ActPack& a, int64_t
       for (int g = 0; g < 8; ++g) {
         const __m512i w = _mm512_load_si512(o + 8 * p + g);
         for (int t = 0; t < NT; ++t) {
-          int32_t four;
-          std::memcpy(&four, a.q + (t0 + t) * a.q_stride + i * kQKK + 32 * p + 4 * g, 4);
-          sum[t] = _mm512_dpbusd_epi32(sum[t], w, _mm512_set1_epi32(four));
+          sum[t] = avx512::dpbusd_broadcast(
+              sum[t], w, a.q + (t0 + t) * a.q_stride + i * kQKK + 32 * p + 4 * g);
         }
       }
       const __m512i sc = _mm512_load_si512(o + 64 + p);

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "cpu/avx512/simd512.h"
 #include "cpu/kernels.h"
 #include "cpu/quant_blocks.h"
 
@@ -33,9 +34,7 @@ void q8_0_strip_tokens(const uint8_t* buf, int64_t nb, const ActPack& a, int64_t
     for (int g = 0; g < 8; ++g) {
       const __m512i w = _mm512_load_si512(blk + 64 * g);
       for (int t = 0; t < NT; ++t) {
-        int32_t four;
-        std::memcpy(&four, a.q + (t0 + t) * a.q_stride + b * kQK + 4 * g, 4);
-        s[t] = _mm512_dpbusd_epi32(s[t], w, _mm512_set1_epi32(four));
+        s[t] = avx512::dpbusd_broadcast(s[t], w, a.q + (t0 + t) * a.q_stride + b * kQK + 4 * g);
       }
     }
     const __m512 dw = _mm512_load_ps(blk + 8 * 64);

@@ -49,6 +49,17 @@ inline __m512 exp_nonpositive(__m512 x) {
   return _mm512_scalef_ps(p, n);
 }
 
+// acc + vpdpbusd(w, the 4 signed bytes at `four` in every lane), the bytes broadcast by the
+// instruction itself ({1to16}). GCC 12 never folds _mm512_set1_epi32 into vpdpbusd; it emits a
+// separate vpbroadcastd for each, which costs the many-token strips (one per token and vector)
+// an extra instruction per product.
+inline __m512i dpbusd_broadcast(__m512i acc, __m512i w, const uint8_t* four) {
+  asm("vpdpbusd %2%{1to16%}, %1, %0"
+      : "+v"(acc)
+      : "v"(w), "m"(*reinterpret_cast<const int32_t*>(four)));
+  return acc;
+}
+
 inline float f16_scale(uint16_t h) {
   return _cvtsh_ss(h);
 }
