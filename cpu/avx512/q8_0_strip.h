@@ -6,7 +6,6 @@
 #include <immintrin.h>
 
 #include <cstdint>
-#include <cstring>
 
 #include "cpu/avx512/simd512.h"
 #include "cpu/kernels.h"
