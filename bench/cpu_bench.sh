@@ -4,7 +4,8 @@
 #   bench/cpu_bench.sh                      # Tandem alone
 #   LLAMA_BENCH=/path/to/llama-bench bench/cpu_bench.sh   # both, alternating, with ratios
 #
-# Environment: TYPES (default "q8_0 q4_k"), THREADS (default: physical cores), REPS (3),
+# Environment: TYPES (default "q8_0 q4_k"; any `gen-model --type`, e.g. q4_k_m for the mix of
+# types llama.cpp gives a Q4_K_M file), THREADS (default: physical cores), REPS (3),
 # ROUNDS (2: each tool runs ROUNDS times, alternating, and the best round counts),
 # PROMPT (512; 0 skips prefill), GEN (128; 0 skips decode), DEPTH (0: tokens already in the
 # context before each test, as llama-bench -d), KV (f16: the KV cache type of both tools,

@@ -24,7 +24,11 @@ below the file size.
   --preset NAME         tiny (default: 3 layers, n_embd 256, 8 experts top-2, vocab 4096) or
                         bench (Qwen3-30B-A3B layers: 16 layers, n_embd 2048, 64 experts top-8,
                         expert ff 768, 32/4 heads of 128, vocab 151936; ~6 GB in q8_0)
-  --type TYPE           f32, f16, bf16, q8_0 (default), q4_0, q4_k, q6_k
+  --type TYPE           f32, f16, bf16, q8_0 (default), q4_0, q4_k, q6_k, or q4_k_m: the
+                        types llama.cpp's Q4_K_M quantization gives each tensor (q4_k; q6_k for
+                        output and for attn_v and ffn_down in the first and last eighth of the
+                        layers and every third between; 8-expert models: attn_k and attn_v
+                        q8_0, attn_output q5_k)
   --seed N              random seed (default 1)
   --vocab FILE          vocabulary GGUF to copy the tokenizer.* metadata from (default: the
                         shipped llama-spm vocabulary, 32000 tokens, looked up in the source tree
@@ -55,10 +59,15 @@ GenModelOptions parse(const Args& args) {
     else if (a == "--type") {
       const std::string v = r.value(a);
       const auto t = parse_type_name(v);
-      if (!t || !gen_model_supports_type(*t))
+      if (v == "q4_k_m") {
+        o.mix = GenModelOptions::Mix::Q4_K_M;
+      } else if (!t || !gen_model_supports_type(*t)) {
         throw UsageError("option --type: '" + v +
-                         "' is not one of f32, f16, bf16, q8_0, q4_0, q4_k, q6_k");
-      o.type = *t;
+                         "' is not one of f32, f16, bf16, q8_0, q4_0, q4_k, q6_k, q4_k_m");
+      } else {
+        o.type = *t;
+        o.mix = GenModelOptions::Mix::Uniform;
+      }
     } else if (a == "--seed")
       o.seed = static_cast<uint64_t>(r.int_value(a, 0, INT64_MAX));
     else if (a == "--vocab")

@@ -1,7 +1,7 @@
 // gen-model: files have the layout of the reference models (keys, order, names, shapes, types),
 // load through the engine's checked binder, are byte-identical for a seed whatever the thread
-// count, hold N(0, 0.02^2) weights in every type; the vocabulary is cut or padded; the CLI
-// reports bad input clearly.
+// count, hold N(0, 0.02^2) weights in every type; the Q4_K_M mix gives each tensor llama.cpp's
+// type; the vocabulary is cut or padded; the CLI reports bad input clearly.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -10,9 +10,12 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <set>
+#include <span>
 #include <tuple>
 
 #include "cpu/quant.h"
+#include "engine/engine.h"
 #include "engine/gguf.h"
 #include "engine/model.h"
 #include "tests/test_support.h"
@@ -230,6 +233,67 @@ TEST(GenModel, BenchPresetShapes) {
   fs::remove(o.output_path);
 }
 
+// The Q4_K_M rules of llama.cpp's quantizer, written out for 16 layers: Q6_K for the output,
+// and for attn_v and ffn_down in layers 0-1, 14-15 and every third from 4; the rest Q4_K.
+TEST(GenModel, Q4KMixGivesEachTensorLlamaCppsType) {
+  GenModelOptions o = options("qwen2moe", GgmlType::Q8_0, 3, "q4km.gguf");
+  o.mix = GenModelOptions::Mix::Q4_K_M;
+  o.n_layer = 16;
+  o.n_expert = 4;  // not 8: 8-expert models follow other rules (next test)
+  generate_model(o);
+  const auto f = GgufFile::open(o.output_path);
+  EXPECT_EQ(f->get_int("general.file_type"), 15);  // LLAMA_FTYPE_MOSTLY_Q4_K_M
+  EXPECT_NE(f->get_string("general.name").find("q4_k_m"), std::string::npos);
+  const auto type_of = [&](const std::string& name) { return f->find_tensor(name)->type; };
+  EXPECT_EQ(type_of("output.weight"), GgmlType::Q6_K);
+  EXPECT_EQ(type_of("token_embd.weight"), GgmlType::Q4_K);
+  const std::set<int> more_bits = {0, 1, 4, 7, 10, 13, 14, 15};
+  for (int il = 0; il < 16; ++il) {
+    const std::string b = "blk." + std::to_string(il) + ".";
+    const GgmlType wide = more_bits.count(il) ? GgmlType::Q6_K : GgmlType::Q4_K;
+    EXPECT_EQ(type_of(b + "attn_v.weight"), wide) << il;
+    EXPECT_EQ(type_of(b + "ffn_down_exps.weight"), wide) << il;
+    EXPECT_EQ(type_of(b + "ffn_down_shexp.weight"), wide) << il;
+    for (const char* role : {"attn_q", "attn_k", "attn_output", "ffn_gate_exps", "ffn_up_exps",
+                             "ffn_gate_shexp", "ffn_up_shexp"})
+      EXPECT_EQ(type_of(b + role + ".weight"), GgmlType::Q4_K) << b << role;
+    for (const char* role : {"attn_norm", "ffn_norm", "ffn_gate_inp", "ffn_gate_inp_shexp"})
+      EXPECT_EQ(type_of(b + role + ".weight"), GgmlType::F32) << b << role;
+    EXPECT_EQ(type_of(b + "attn_q.bias"), GgmlType::F32);
+  }
+  // The mixed file loads and runs: finite logits after a prompt and a decoded token.
+  const auto model = Model::load(o.output_path);
+  EngineOptions eo;
+  eo.n_ctx = 16;
+  Engine engine(*model, eo);
+  std::vector<float> logits;
+  const BatchEntry prompt[] = {{1, 0, 0, false}, {2, 1, 0, true}};
+  engine.forward(prompt, logits);
+  const BatchEntry next{3, 2, 0, true};
+  engine.forward(std::span(&next, 1), logits);
+  ASSERT_EQ(logits.size(), static_cast<size_t>(model->spec().n_vocab));
+  for (float v : logits) ASSERT_TRUE(std::isfinite(v));
+  fs::remove(o.output_path);
+}
+
+// In 8-expert models (Mixtral) llama.cpp's Q4_K_M keeps attn_k and attn_v in Q8_0 and
+// attn_output in Q5_K.
+TEST(GenModel, Q4KMixOfAnEightExpertModel) {
+  GenModelOptions o = options("mixtral", GgmlType::Q8_0, 3, "q4km8.gguf");
+  o.mix = GenModelOptions::Mix::Q4_K_M;
+  generate_model(o);  // tiny: 3 layers of 8 experts; layer 2 is a more-bits layer
+  const auto model = Model::load(o.output_path);
+  for (int il = 0; il < 3; ++il) {
+    const LayerWeights& w = model->layers()[static_cast<size_t>(il)];
+    EXPECT_EQ(w.wk.type, GgmlType::Q8_0);
+    EXPECT_EQ(w.wv.type, GgmlType::Q8_0);
+    EXPECT_EQ(w.wo.type, GgmlType::Q5_K);
+    EXPECT_EQ(w.wq.type, GgmlType::Q4_K);
+    EXPECT_EQ(w.down_exps.type, il == 2 ? GgmlType::Q6_K : GgmlType::Q4_K) << il;
+  }
+  fs::remove(o.output_path);
+}
+
 TEST(GenModel, RejectsWhatItCannotWrite) {
   GenModelOptions o = options("gpt-oss", GgmlType::Q8_0, 1, "bad.gguf");
   EXPECT_THROW(generate_model(o), std::invalid_argument);
@@ -275,6 +339,12 @@ TEST(GenModelCli, WritesWhatTheLibraryWritesAndRejectsBadArguments) {
   EXPECT_NE(err.find("100%"), std::string::npos) << "progress on stderr: " << err;
   const std::string lib = generate("olmoe", GgmlType::F16, 9, "lib.gguf");
   EXPECT_TRUE(slurp(out) == slurp(lib));
+  ASSERT_EQ(run_cli("gen-model --arch olmoe --type q4_k_m --seed 9 -o " + out, &err), 0) << err;
+  GenModelOptions mix = options("olmoe", GgmlType::Q8_0, 9, "lib-mix.gguf");
+  mix.mix = GenModelOptions::Mix::Q4_K_M;
+  generate_model(mix);
+  EXPECT_TRUE(slurp(out) == slurp(mix.output_path));
+  fs::remove(mix.output_path);
   EXPECT_NE(run_cli("gen-model --vocab " + temp_path("none.gguf") + " -o " + out, &err), 0);
   EXPECT_NE(err.find("none.gguf"), std::string::npos) << err;
   fs::remove(out);

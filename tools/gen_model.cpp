@@ -75,6 +75,41 @@ Shape preset_shape(const GenModelOptions& o) {
   return s;
 }
 
+// llama.cpp's use_more_bits: the first and last eighth of the layers and every third between.
+bool more_bits_layer(int32_t il, int32_t n_layer) {
+  return il < n_layer / 8 || il >= 7 * n_layer / 8 || (il - n_layer / 8) % 3 == 2;
+}
+
+// The type llama.cpp's quantizer (llama-quant.cpp, ftype MOSTLY_Q4_K_M) gives each weight of
+// the tensors gen-model writes; `role` is the name without "blk.N." and ".weight".
+GgmlType q4_k_m_type(const std::string& role, int32_t il, const Shape& s) {
+  const bool eight_experts = s.n_expert == 8;
+  if (role == "output") return GgmlType::Q6_K;
+  if (role == "attn_v") {
+    if (eight_experts) return GgmlType::Q8_0;
+    return more_bits_layer(il, s.n_layer) ? GgmlType::Q6_K : GgmlType::Q4_K;
+  }
+  if (role == "attn_k" && eight_experts) return GgmlType::Q8_0;
+  if (role == "attn_output" && eight_experts) return GgmlType::Q5_K;
+  if (role.starts_with("ffn_down") && more_bits_layer(il, s.n_layer)) return GgmlType::Q6_K;
+  return GgmlType::Q4_K;
+}
+
+// Retypes the quantized weights of a uniform plan to the Q4_K_M mix.
+void apply_q4_k_m(const Shape& s, std::vector<TensorPlan>& plan) {
+  for (TensorPlan& t : plan) {
+    if (t.type == GgmlType::F32) continue;  // norms, routers, biases
+    int32_t il = -1;
+    std::string role = t.name.substr(0, t.name.rfind('.'));
+    if (role.starts_with("blk.")) {
+      const size_t dot = role.find('.', 4);
+      il = std::stoi(role.substr(4, dot - 4));
+      role = role.substr(dot + 1);
+    }
+    t.type = q4_k_m_type(role, il, s);
+  }
+}
+
 std::vector<TensorPlan> plan_tensors(const std::string& arch, const Shape& s, GgmlType t) {
   const int64_t e = s.n_embd, q = int64_t{s.n_head} * s.head_dim,
                 kv = int64_t{s.n_head_kv} * s.head_dim;
@@ -117,9 +152,15 @@ std::vector<TensorPlan> plan_tensors(const std::string& arch, const Shape& s, Gg
   return p;
 }
 
-// llama.cpp's general.file_type for a model whose weights are all of `type`.
-uint32_t file_type(GgmlType type) {
-  switch (type) {
+// How general.name and the CLI call the model's weights.
+std::string weights_name(const GenModelOptions& o) {
+  return o.mix == GenModelOptions::Mix::Q4_K_M ? "q4_k_m" : std::string(type_name(o.type));
+}
+
+// llama.cpp's general.file_type for the model's weights (LLAMA_FTYPE_MOSTLY_*).
+uint32_t file_type(const GenModelOptions& o) {
+  if (o.mix == GenModelOptions::Mix::Q4_K_M) return 15;
+  switch (o.type) {
     case GgmlType::F32:
       return 0;
     case GgmlType::F16:
@@ -129,7 +170,7 @@ uint32_t file_type(GgmlType type) {
     case GgmlType::Q8_0:
       return 7;
     case GgmlType::Q4_K:
-      return 15;
+      return 15;  // llama.cpp has no all-Q4_K file type
     case GgmlType::Q6_K:
       return 18;
     case GgmlType::BF16:
@@ -144,9 +185,8 @@ void add_hparams(GgufWriter& w, const GenModelOptions& o, const Shape& s) {
   const std::string& arch = o.arch;
   const std::string p = (arch == "mixtral" ? std::string("llama") : arch) + ".";
   w.add_string("general.architecture", arch == "mixtral" ? "llama" : arch);
-  w.add_string("general.name",
-               "tandem-synthetic-" + arch + "-" + o.preset + "-" + std::string(type_name(o.type)));
-  w.add_u32("general.file_type", file_type(o.type));
+  w.add_string("general.name", "tandem-synthetic-" + arch + "-" + o.preset + "-" + weights_name(o));
+  w.add_u32("general.file_type", file_type(o));
   w.add_u32("general.quantization_version", 2);
   w.add_u32(p + "context_length", s.n_ctx);
   w.add_u32(p + "embedding_length", s.n_embd);
@@ -334,14 +374,15 @@ void generate_model(const GenModelOptions& o,
     throw std::invalid_argument("unknown architecture '" + o.arch +
                                 "' (qwen3moe, qwen2moe, mixtral, olmoe)");
   }
-  if (!gen_model_supports_type(o.type)) {
+  if (o.mix == GenModelOptions::Mix::Uniform && !gen_model_supports_type(o.type)) {
     throw std::invalid_argument("gen-model cannot write type " + std::string(type_name(o.type)) +
                                 " (f32, f16, bf16, q8_0, q4_0, q4_k, q6_k)");
   }
   if (o.output_path.empty()) throw std::invalid_argument("no output path given");
   const Shape s = preset_shape(o);
   const auto vocab = open_vocab(o);
-  const std::vector<TensorPlan> plan = plan_tensors(o.arch, s, o.type);
+  std::vector<TensorPlan> plan = plan_tensors(o.arch, s, o.type);
+  if (o.mix == GenModelOptions::Mix::Q4_K_M) apply_q4_k_m(s, plan);
 
   GgufWriter w;
   add_hparams(w, o, s);

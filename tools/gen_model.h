@@ -14,6 +14,10 @@ struct GenModelOptions {
   std::string arch = "qwen3moe";   // qwen3moe, qwen2moe, mixtral, olmoe
   std::string preset = "tiny";     // tiny, bench
   GgmlType type = GgmlType::Q8_0;  // weight type of the 2-D/3-D tensors (router and norms stay f32)
+  // Q4_K_M: llama.cpp's Q4_K_M choice per tensor instead of one type (`type` is then ignored):
+  // the files users download mix Q4_K with Q6_K (output, attn_v and ffn_down of some layers)
+  // and, in 8-expert models, Q8_0 (attn_k, attn_v) and Q5_K (attn_output).
+  enum class Mix { Uniform, Q4_K_M } mix = Mix::Uniform;
   uint64_t seed = 1;
   std::string vocab_path;  // vocabulary GGUF whose tokenizer metadata is copied
   std::string output_path;
