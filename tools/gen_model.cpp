@@ -95,39 +95,31 @@ GgmlType q4_k_m_type(const std::string& role, int32_t il, const Shape& s) {
   return GgmlType::Q4_K;
 }
 
-// Retypes the quantized weights of a uniform plan to the Q4_K_M mix.
-void apply_q4_k_m(const Shape& s, std::vector<TensorPlan>& plan) {
-  for (TensorPlan& t : plan) {
-    if (t.type == GgmlType::F32) continue;  // norms, routers, biases
-    int32_t il = -1;
-    std::string role = t.name.substr(0, t.name.rfind('.'));
-    if (role.starts_with("blk.")) {
-      const size_t dot = role.find('.', 4);
-      il = std::stoi(role.substr(4, dot - 4));
-      role = role.substr(dot + 1);
-    }
-    t.type = q4_k_m_type(role, il, s);
-  }
-}
-
-std::vector<TensorPlan> plan_tensors(const std::string& arch, const Shape& s, GgmlType t) {
+std::vector<TensorPlan> plan_tensors(const GenModelOptions& o, const Shape& s) {
+  const std::string& arch = o.arch;
   const int64_t e = s.n_embd, q = int64_t{s.n_head} * s.head_dim,
                 kv = int64_t{s.n_head_kv} * s.head_dim;
   const GgmlType f32 = GgmlType::F32;
   std::vector<TensorPlan> p;
-  p.push_back({"token_embd.weight", t, {e, s.n_vocab}, Fill::Random});
+  // A quantizable weight: "blk.<il>.<role>.weight" (il -1: "<role>.weight"), in its type.
+  const auto weight = [&](const std::string& role, int32_t il, std::vector<int64_t> ne) {
+    const GgmlType type = o.mix == GenModelOptions::Mix::Q4_K_M ? q4_k_m_type(role, il, s) : o.type;
+    const std::string block = il >= 0 ? "blk." + std::to_string(il) + "." : "";
+    p.push_back({block + role + ".weight", type, std::move(ne), Fill::Random});
+  };
+  weight("token_embd", -1, {e, s.n_vocab});
   for (int32_t il = 0; il < s.n_layer; ++il) {
     const std::string b = "blk." + std::to_string(il) + ".";
     p.push_back({b + "attn_norm.weight", f32, {e}, Fill::Ones});
-    p.push_back({b + "attn_q.weight", t, {e, q}, Fill::Random});
-    p.push_back({b + "attn_k.weight", t, {e, kv}, Fill::Random});
-    p.push_back({b + "attn_v.weight", t, {e, kv}, Fill::Random});
+    weight("attn_q", il, {e, q});
+    weight("attn_k", il, {e, kv});
+    weight("attn_v", il, {e, kv});
     if (arch == "qwen2moe") {
       p.push_back({b + "attn_q.bias", f32, {q}, Fill::Random});
       p.push_back({b + "attn_k.bias", f32, {kv}, Fill::Random});
       p.push_back({b + "attn_v.bias", f32, {kv}, Fill::Random});
     }
-    p.push_back({b + "attn_output.weight", t, {q, e}, Fill::Random});
+    weight("attn_output", il, {q, e});
     if (arch == "qwen3moe") {  // RMSNorm per head
       p.push_back({b + "attn_q_norm.weight", f32, {s.head_dim}, Fill::Ones});
       p.push_back({b + "attn_k_norm.weight", f32, {s.head_dim}, Fill::Ones});
@@ -137,18 +129,18 @@ std::vector<TensorPlan> plan_tensors(const std::string& arch, const Shape& s, Gg
     }
     p.push_back({b + "ffn_norm.weight", f32, {e}, Fill::Ones});
     p.push_back({b + "ffn_gate_inp.weight", f32, {e, s.n_expert}, Fill::Random});
-    p.push_back({b + "ffn_gate_exps.weight", t, {e, s.n_ff_expert, s.n_expert}, Fill::Random});
-    p.push_back({b + "ffn_up_exps.weight", t, {e, s.n_ff_expert, s.n_expert}, Fill::Random});
-    p.push_back({b + "ffn_down_exps.weight", t, {s.n_ff_expert, e, s.n_expert}, Fill::Random});
+    weight("ffn_gate_exps", il, {e, s.n_ff_expert, s.n_expert});
+    weight("ffn_up_exps", il, {e, s.n_ff_expert, s.n_expert});
+    weight("ffn_down_exps", il, {s.n_ff_expert, e, s.n_expert});
     if (arch == "qwen2moe") {
       p.push_back({b + "ffn_gate_inp_shexp.weight", f32, {e}, Fill::Random});
-      p.push_back({b + "ffn_gate_shexp.weight", t, {e, s.n_ff_shared}, Fill::Random});
-      p.push_back({b + "ffn_up_shexp.weight", t, {e, s.n_ff_shared}, Fill::Random});
-      p.push_back({b + "ffn_down_shexp.weight", t, {s.n_ff_shared, e}, Fill::Random});
+      weight("ffn_gate_shexp", il, {e, s.n_ff_shared});
+      weight("ffn_up_shexp", il, {e, s.n_ff_shared});
+      weight("ffn_down_shexp", il, {s.n_ff_shared, e});
     }
   }
   p.push_back({"output_norm.weight", f32, {e}, Fill::Ones});
-  p.push_back({"output.weight", t, {e, s.n_vocab}, Fill::Random});
+  weight("output", -1, {e, s.n_vocab});
   return p;
 }
 
@@ -381,8 +373,7 @@ void generate_model(const GenModelOptions& o,
   if (o.output_path.empty()) throw std::invalid_argument("no output path given");
   const Shape s = preset_shape(o);
   const auto vocab = open_vocab(o);
-  std::vector<TensorPlan> plan = plan_tensors(o.arch, s, o.type);
-  if (o.mix == GenModelOptions::Mix::Q4_K_M) apply_q4_k_m(s, plan);
+  const std::vector<TensorPlan> plan = plan_tensors(o, s);
 
   GgufWriter w;
   add_hparams(w, o, s);
